@@ -1,0 +1,137 @@
+"""Slice -> model input.  The one preprocessing path shared by training and the app.
+
+Steps (the contract in docs/design.md):
+
+1. ``display8``: DICOM Hounsfield units -> the model's window (a model-card
+   parameter, lung W1500/L-600 by default) -> uint8.  PNG/JPEG slices are
+   already windowed and pass through.
+2. ``chest_box``: find the lungs and crop around them.  The training PNGs are
+   crops around the lungs and chest wall, while DICOM slices are full fields of
+   view with air, table and arms; cropping both the same way shows the model the
+   anatomy at one scale.  On a PNG that is already such a crop the box is
+   (almost) the whole image, so padding or borders do not move it.
+3. ``crop_resize``: crop, resize to ``size`` x ``size`` with INTER_AREA (the crop
+   is stretched to fill the square: the lung field fills the input whatever the
+   file's aspect ratio), repeat into 3 channels, float32 in 0..255.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .slice import Slice
+from .window import apply_window
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """The model card's ``preprocessing`` block."""
+
+    size: int = 80
+    window_center: float = -600.0
+    window_width: float = 1500.0
+    margin: float = 0.06  # box grows by this fraction of its size on each side
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessParams":
+        known = {k: d[k] for k in ("size", "window_center", "window_width", "margin") if k in d}
+        return cls(**known)
+
+    def to_dict(self) -> dict:
+        return {
+            "size": self.size,
+            "window_center": self.window_center,
+            "window_width": self.window_width,
+            "margin": self.margin,
+            "crop": "lungs",
+            "resize": "INTER_AREA",
+            "channels": 3,
+            "scale": "0..255 float32",
+        }
+
+
+def display8(s: Slice, params: PreprocessParams) -> np.ndarray:
+    """The slice as uint8 grey levels in the model's window."""
+    if s.is_hu:
+        return apply_window(s.pixels, params.window_center, params.window_width, invert=s.invert)
+    img = np.asarray(s.pixels)
+    if img.dtype != np.uint8:
+        raise ValueError("raster slices must hold uint8 pixels")
+    return 255 - img if s.invert else img
+
+
+def _working_scale(shape: tuple[int, int]) -> float:
+    longest = max(shape)
+    return 256.0 / longest if longest > 256 else 1.0
+
+
+def chest_box(img8: np.ndarray, margin: float = 0.06) -> Box:
+    """Bounding box of the lungs (plus ``margin``) in a lung-windowed uint8 slice.
+
+    Tissue is separated from air by Otsu's threshold; the largest tissue
+    component is the body, its convex hull the chest; dark pixels inside the
+    hull are lungs and airways.  Falls back to the body's box, then to the
+    whole image, when no lungs are found (an abdomen slice, a blank image).
+    Works at <= 256 px for speed; the box is returned in full resolution.
+    """
+    h, w = img8.shape
+    full: Box = (0, 0, w, h)
+    f = _working_scale((h, w))
+    small = cv2.resize(img8, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else img8
+    sh, sw = small.shape
+    if int(small.max()) - int(small.min()) < 20:
+        return full
+    t, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    t = float(np.clip(t, 100, 200))
+    tissue = (small > t).astype(np.uint8)
+    tissue = cv2.morphologyEx(tissue, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(tissue, connectivity=8)
+    if n <= 1:
+        return full
+    body = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[body, cv2.CC_STAT_AREA] < 0.02 * sh * sw:
+        return full
+    pts = cv2.findNonZero((labels == body).astype(np.uint8))
+    hull = np.zeros_like(tissue)
+    cv2.fillConvexPoly(hull, cv2.convexHull(pts), 1)
+    dark = ((tissue == 0) & (hull == 1)).astype(np.uint8)
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= 0.01 * sh * sw]
+    if keep:
+        x0 = min(stats[i, cv2.CC_STAT_LEFT] for i in keep)
+        y0 = min(stats[i, cv2.CC_STAT_TOP] for i in keep)
+        x1 = max(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] for i in keep)
+        y1 = max(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] for i in keep)
+    else:
+        x0, y0, bw, bh = cv2.boundingRect(pts)
+        x1, y1 = x0 + bw, y0 + bh
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    box = (
+        max(0, int(np.floor((x0 - mx) / f))),
+        max(0, int(np.floor((y0 - my) / f))),
+        min(w, int(np.ceil((x1 + mx) / f))),
+        min(h, int(np.ceil((y1 + my) / f))),
+    )
+    if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+        return full
+    return box
+
+
+def crop_resize(img8: np.ndarray, box: Box, size: int) -> np.ndarray:
+    """Crop ``box`` out of ``img8`` and resize to size x size x 3 float32 (0..255)."""
+    x0, y0, x1, y1 = box
+    crop = img8[y0:y1, x0:x1]
+    small = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    return np.repeat(small[:, :, None].astype(np.float32), 3, axis=2)
+
+
+def to_model_input(s: Slice, params: PreprocessParams = PreprocessParams()) -> np.ndarray:
+    """The model's input for one slice: size x size x 3 float32 in 0..255."""
+    img = display8(s, params)
+    return crop_resize(img, chest_box(img, params.margin), params.size)

@@ -1,0 +1,29 @@
+"""Windowing: Hounsfield units -> 8-bit grey levels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# (center, width) in HU, the usual chest presets.
+PRESETS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "bone": (500.0, 2000.0),
+}
+
+
+def apply_window(hu: np.ndarray, center: float, width: float, invert: bool = False) -> np.ndarray:
+    """Map values linearly so that ``center ± width/2`` spans 0..255; clip outside.
+
+    A plain linear ramp (DICOM's LINEAR_EXACT): the model's window is a model-card
+    parameter, so it must be exactly reproducible.
+    """
+    if not width > 0:
+        raise ValueError(f"window width must be positive, got {width}")
+    low = center - width / 2.0
+    scaled = (np.asarray(hu, dtype=np.float32) - np.float32(low)) * np.float32(255.0 / width)
+    out = np.clip(scaled, 0.0, 255.0)
+    out = np.rint(out).astype(np.uint8)
+    if invert:
+        out = 255 - out
+    return out
