@@ -70,7 +70,28 @@ def _working_scale(shape: tuple[int, int]) -> float:
     return 256.0 / longest if longest > 256 else 1.0
 
 
+def content_box(img8: np.ndarray, tolerance: int = 2) -> Box:
+    """The image without uniform borders (padding, frames): rows and columns at
+    the edges whose grey levels vary by at most ``tolerance`` are stripped."""
+    h, w = img8.shape
+    rows = (img8.max(axis=1).astype(np.int16) - img8.min(axis=1)) > tolerance
+    cols = (img8.max(axis=0).astype(np.int16) - img8.min(axis=0)) > tolerance
+    if not rows.any() or not cols.any():
+        return (0, 0, w, h)
+    y = np.flatnonzero(rows)
+    x = np.flatnonzero(cols)
+    return (int(x[0]), int(y[0]), int(x[-1]) + 1, int(y[-1]) + 1)
+
+
 def chest_box(img8: np.ndarray, margin: float = 0.06) -> Box:
+    """Bounding box of the lungs (plus ``margin``), within the image's content
+    box (uniform borders stripped), in a lung-windowed uint8 slice."""
+    cx0, cy0, cx1, cy1 = content_box(img8)
+    x0, y0, x1, y1 = _lung_box(img8[cy0:cy1, cx0:cx1], margin)
+    return (x0 + cx0, y0 + cy0, x1 + cx0, y1 + cy0)
+
+
+def _lung_box(img8: np.ndarray, margin: float) -> Box:
     """Bounding box of the lungs (plus ``margin``) in a lung-windowed uint8 slice.
 
     Tissue is separated from air by Otsu's threshold; the largest tissue

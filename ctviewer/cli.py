@@ -1,0 +1,124 @@
+"""``ctviewer`` command line.
+
+``ctviewer``                      open the application (the GUI; until it exists,
+                                  classify the bundled sample slices)
+``ctviewer classify PATH...``     classify files, folders (recursive) and DICOMDIRs;
+                                  one CSV row per slice (per frame)
+
+Exit status of ``classify``: 0 every input classified, 1 some refused (each in
+its row), 2 usage error (bad arguments, missing path, unusable model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.enabled = total > 0 and hasattr(stream, "isatty") and stream.isatty()
+        self.t0 = time.monotonic()
+
+    def step(self, _path=None) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * self.done / self.total)
+        rate = self.done / max(1e-6, time.monotonic() - self.t0)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} files  {rate:.1f}/s")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def classify(argv: list[str]) -> int:
+    from ctviewer.batch import COLUMNS, classify_files
+    from ctviewer.imaging.series import iter_files
+
+    ap = argparse.ArgumentParser(prog="ctviewer classify", description="Classify CT slices headless; CSV out.")
+    ap.add_argument("paths", nargs="+", metavar="PATH", help="files, folders (searched recursively) or DICOMDIRs")
+    ap.add_argument("--csv", default="-", metavar="FILE", help="where to write the CSV ('-' = standard output, the default)")
+    ap.add_argument("--model", default=None, metavar="DIR", help="model package folder (default: the bundled model)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    a = ap.parse_args(argv)
+    missing = [p for p in a.paths if not os.path.exists(p)]
+    if missing:
+        print(f"ctviewer classify: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    if a.batch_size < 1:
+        print("ctviewer classify: --batch-size must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    _quiet_tensorflow()
+    from ctviewer.inference import ModelError, load_classifier
+
+    try:
+        clf = load_classifier(a.model)
+    except ModelError as exc:
+        print(f"ctviewer classify: cannot use the model: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    files = list(iter_files(a.paths))
+    if not files:
+        print("ctviewer classify: no DICOM or PNG/JPEG files found", file=sys.stderr)
+        return EXIT_USAGE
+    out = sys.stdout if a.csv == "-" else open(a.csv, "w", newline="", encoding="utf-8")
+    progress = _Progress(len(files))
+    n_ok = n_err = 0
+    try:
+        writer = csv.writer(out)
+        writer.writerow(COLUMNS)
+        for rec in classify_files(files, clf, batch_size=a.batch_size, on_file_done=progress.step):
+            writer.writerow(rec.as_row())
+            n_ok += rec.ok
+            n_err += not rec.ok
+    finally:
+        progress.close()
+        if out is not sys.stdout:
+            out.close()
+    print(f"{n_ok} slices classified, {n_err} files refused ({clf.card.title})", file=sys.stderr)
+    return EXIT_REFUSED if n_err else EXIT_OK
+
+
+def launch(argv: list[str]) -> int:
+    """The application.  Until the GUI lands, classify the bundled samples."""
+    from ctviewer.inference.model import resources_dir
+
+    samples = resources_dir() / "samples"
+    print("CT Viewer: the desktop window is not built yet; classifying the bundled sample slices.", file=sys.stderr)
+    return classify([str(samples), *argv])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "classify":
+        return classify(argv[1:])
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return EXIT_OK
+    if argv and argv[0] == "--version":
+        from ctviewer import __version__
+
+        print(f"ctviewer {__version__}")
+        return EXIT_OK
+    return launch(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

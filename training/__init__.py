@@ -1,0 +1,1 @@
+"""Reproduce the bundled model and its evaluation from a folder of labelled slices."""

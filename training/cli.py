@@ -1,0 +1,42 @@
+"""Command line of the training package."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train a recipe on a folder of class subfolders")
+    t.add_argument("--data", required=True, help="folder with one subfolder per class")
+    t.add_argument("--out", required=True, help="output folder: weights, model-card.json, plots, report.html")
+    t.add_argument("--recipe", default="default", choices=["seed", "default"])
+    t.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--block", type=int, default=25, help="group = file number // BLOCK (0: every file its own group)")
+    t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--name", default=None)
+    t.add_argument("--version", default="1.0.0")
+    e = sub.add_parser("evaluate", help="evaluate a model package on a folder of class subfolders")
+    e.add_argument("--model", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--out", default=None, help="where to write the plots and report (default MODEL/eval-<data name>)")
+    e.add_argument("--block", type=int, default=25)
+    a = ap.parse_args(argv)
+    if a.cmd == "train":
+        from .fit import train
+
+        train(a.data, a.out, a.recipe, seed=a.seed, epochs=a.epochs, block=a.block, val_fraction=a.val_fraction,
+              name=a.name, version=a.version)
+        return 0
+    from .evaluate_cmd import evaluate_folder
+
+    return evaluate_folder(a.model, a.data, a.out, block=a.block)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

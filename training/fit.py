@@ -1,0 +1,190 @@
+"""``python -m training train``: fit a recipe, calibrate, evaluate, write the model package."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ctviewer.imaging.preprocess import PreprocessParams
+from ctviewer.inference.calibration import covid_score, fit_temperature, sigmoid
+from ctviewer.inference.card import ModelCard, sha256_file
+
+from . import evaluate
+from .dataset import decode_all, discover, group_split, positive_class
+from .recipes import compile_model, make_recipe
+
+WEIGHTS = "model.weights.h5"
+LICENCE_NOTE = (
+    "Trained on the SARS-CoV-2 CT-scan dataset (Soares et al., medRxiv 2020, doi:10.1101/2020.04.24.20078584), "
+    "CC BY-NC-SA 4.0: non-commercial use only, cite the dataset; the weights carry that licence."
+)
+
+
+def log(*args, **kw):
+    kw.setdefault("file", sys.stderr)
+    print(*args, **kw, flush=True)
+
+
+def set_determinism(seed: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+class EpochLog:
+    """One line per epoch on stderr."""
+
+    def __new__(cls, total: int):
+        import keras
+
+        class _Cb(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.t0 = time.time()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                parts = [f"{k} {logs[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs]
+                log(f"epoch {epoch + 1:3d}/{total}  " + "  ".join(parts) + f"  ({time.time() - self.t0:.0f} s)")
+
+        return _Cb()
+
+
+def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epochs: int | None = None,
+          block: int = 25, val_fraction: float = 0.2, size: int = 80, name: str | None = None,
+          version: str = "1.0.0") -> dict:
+    import keras
+
+    from ctviewer.inference.architecture import build_model, cached_imagenet_weights
+
+    t_start = time.time()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    set_determinism(seed)
+    imagenet = cached_imagenet_weights() is not None
+    recipe = make_recipe(recipe_name, size=size, epochs=epochs, imagenet_available=imagenet)
+    if recipe_name == "seed" and not imagenet:
+        log("note: no ImageNet ResNet50 weights in the Keras cache (~/.keras/models); the seed recipe trains "
+            "its trunk from scratch (a frozen random trunk could not learn). Results differ from the notebook's.")
+    params = PreprocessParams(size=size)
+
+    ds = discover(data, block=block)
+    pos = positive_class(ds.classes)
+    classes = ds.classes
+    log(f"data: {len(ds.paths)} slices in {len(np.unique(ds.groups))} groups of {block} file numbers; classes {classes}")
+    dec = decode_all(ds, params, log=log)
+    labels, groups = ds.labels[dec.keep], ds.groups[dec.keep]
+    tr, va = group_split(groups, labels, val_fraction, seed)
+    log(f"split by group: {len(tr)} training, {len(va)} validation slices ({len(np.unique(groups[va]))} groups held out)")
+
+    from .augment import SliceBatches
+
+    pick = lambda idx: ([dec.images[i] for i in idx], dec.boxes[idx], labels[idx])  # noqa: E731
+    train_seq = SliceBatches(*pick(tr), size, recipe.batch_size, aug=recipe.augmentation, seed=seed, shuffle=True)
+    val_seq = SliceBatches(*pick(va), size, 64)
+
+    model = build_model(recipe.architecture, imagenet=recipe.imagenet)
+    compile_model(model, recipe, len(train_seq))
+    callbacks = [EpochLog(recipe.epochs)]
+    if recipe.early_stopping:
+        callbacks += [
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=recipe.patience, restore_best_weights=True),
+            keras.callbacks.ModelCheckpoint(str(out_dir / "checkpoint.weights.h5"), monitor="val_loss",
+                                            save_best_only=True, save_weights_only=True),
+        ]
+    log(f"training recipe '{recipe.name}' for up to {recipe.epochs} epochs, batch {recipe.batch_size}")
+    t_fit = time.time()
+    hist = model.fit(train_seq, validation_data=val_seq, epochs=recipe.epochs, callbacks=callbacks, verbose=0)
+    fit_seconds = time.time() - t_fit
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+    weights = out_dir / WEIGHTS
+    model.save_weights(weights)
+    (out_dir / "checkpoint.weights.h5").unlink(missing_ok=True)
+
+    # Calibrate and evaluate on the held-out groups with the app's own prediction path.
+    card = ModelCard(
+        name=name or f"ct-resnet50-{recipe.name}",
+        version=version,
+        architecture=recipe.architecture,
+        preprocessing=params.to_dict(),
+        classes=classes,
+        positive_class=pos,
+        weights_file=WEIGHTS,
+        sha256=sha256_file(weights),
+        date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
+        licence=LICENCE_NOTE,
+    )
+    card.extra["tta"] = recipe.tta
+    from ctviewer.inference.model import Classifier
+
+    clf = Classifier(card, model, out_dir)
+    y = (labels[va] == classes.index(pos)).astype(int)
+    scores = clf.raw_scores(val_seq.inputs())
+    temperature = fit_temperature(scores, y)
+    p_raw, p_cal = sigmoid(scores), sigmoid(scores / temperature)
+    metrics = evaluate.summarise(y, p_raw, p_cal, groups[va])
+    metrics["temperature"] = temperature
+    card.temperature = temperature
+    card.metrics = {"validation": metrics}
+    card.training = {
+        "recipe": recipe.name,
+        "recipe_settings": recipe.describe(),
+        "data": os.path.abspath(data),
+        "classes": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
+        "split": {"grouping": f"class/(file number // {block})", "val_fraction": val_fraction, "seed": seed,
+                  "train_slices": int(len(tr)), "val_slices": int(len(va)),
+                  "val_groups": sorted(np.unique(groups[va]).tolist())},
+        "epochs_run": len(history.get("loss", [])),
+        "fit_seconds": round(fit_seconds, 1),
+        "total_seconds": round(time.time() - t_start, 1),
+        "imagenet_weights": recipe.imagenet,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "history": history,
+    }
+    card.limitations = [
+        "Trained on about 120 patients from hospitals in Sao Paulo, Brazil; performance on other hospitals, "
+        "scanners, countries and DICOM series is not measured and is expected to be lower.",
+        "non-COVID slices come from patients with other lung findings, not healthy controls.",
+        "Validation groups are blocks of consecutive file numbers, an approximation of patients: some patients "
+        "may straddle a block boundary, which makes validation numbers optimistic.",
+        "A slice-level second opinion, not a diagnosis; slices without lung (neck, abdomen) get meaningless scores.",
+        "The temperature is fitted on the same validation data that the metrics are reported on.",
+    ]
+    card.save(out_dir)
+    figures = evaluate.write_plots(out_dir, y, p_raw, p_cal, classes, pos, history)
+    rep = evaluate.text_report(y, p_cal, classes, pos)
+    (out_dir / "classification_report.txt").write_text(rep, encoding="utf-8")
+    evaluate.write_html(out_dir, f"{card.title}: validation report", metrics, figures, rep, [
+        f"Recipe {recipe.name}, {card.training['epochs_run']} epochs, {fit_seconds / 60:.1f} min training, seed {seed}.",
+        f"Validation: {len(va)} slices in {metrics['n_groups']} held-out groups of {block} consecutive file numbers.",
+        f"Temperature {temperature:.3f} fitted on validation; ECE {metrics['ece_before']:.3f} -> {metrics['ece_after']:.3f}.",
+    ])
+    log(summary_text(card))
+    return card.to_dict()
+
+
+def summary_text(card: ModelCard) -> str:
+    m = card.metrics["validation"]
+    ci = m["ci95"]
+    lines = [f"\n{card.title} written; validation on {m['n_slices']} slices / {m['n_groups']} groups:"]
+    for k in ("accuracy", "roc_auc", "sensitivity", "specificity"):
+        lo, hi = ci.get(k, [float("nan")] * 2)
+        lines.append(f"  {k:12s} {m[k]:.3f}  (95% {lo:.3f}-{hi:.3f})")
+    lines.append(f"  ECE {m['ece_before']:.3f} -> {m['ece_after']:.3f} with temperature {m['temperature']:.3f}")
+    lines.append(f"  training time {card.training['fit_seconds'] / 60:.1f} min, {card.training['epochs_run']} epochs")
+    return "\n".join(lines)
+
+
+def dump(d: dict) -> str:
+    return json.dumps(d, indent=2)
