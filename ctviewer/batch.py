@@ -21,6 +21,8 @@ from ctviewer.imaging import ImagingError
 from ctviewer.imaging.io import load_slices
 from ctviewer.imaging.preprocess import PreprocessParams, to_model_input
 
+# DICOM modalities the model may be shown: CT, and captures/unknown that may hold CT.
+CLASSIFIABLE_MODALITIES = frozenset({"CT", "OT", "SC", ""})
 COLUMNS = ("path", "frame", "sop_instance_uid", "label", "p_covid", "error", "model", "pixel_sha256")
 
 
@@ -61,9 +63,18 @@ class _Prepared:
     error: str = ""
 
 
+def check_classifiable(slices) -> None:
+    """The model reads chest CT: refuse DICOM images of other modalities (MR, US, ...)."""
+    for s in slices:
+        modality = (s.modality or "").upper()
+        if s.is_hu and modality not in CLASSIFIABLE_MODALITIES:
+            raise ImagingError(s.path, f"not a CT image (modality {modality}): the model reads CT slices only")
+
+
 def _prepare(path: str, params: PreprocessParams) -> _Prepared:
     try:
         slices = load_slices(path)
+        check_classifiable(slices)
         return _Prepared(path, [(s, to_model_input(s, params)) for s in slices])
     except ImagingError as exc:
         return _Prepared(path, [], exc.reason)

@@ -44,9 +44,16 @@ class _Progress:
             self.stream.flush()
 
 
-def _quiet_tensorflow() -> None:
+def _quiet_libraries() -> None:
+    """Library chatter (TensorFlow start-up, pydicom's warnings about malformed
+    files) is not for users: every refused file gets its reason in the CSV."""
+    import logging
+    import warnings
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 def classify(argv: list[str]) -> int:
@@ -66,7 +73,7 @@ def classify(argv: list[str]) -> int:
     if a.batch_size < 1:
         print("ctviewer classify: --batch-size must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    _quiet_tensorflow()
+    _quiet_libraries()
     from ctviewer.inference import ModelError, load_classifier
 
     try:
