@@ -1,0 +1,138 @@
+"""The training package on tiny synthetic data: the whole command line, plots and card."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from ctviewer.inference.card import ModelCard, sha256_file
+from training.augment import SliceBatches, augment_one, DEFAULT_AUG
+from training.dataset import discover, group_key, group_split
+from ctviewer.imaging.preprocess import PreprocessParams, to_model_input
+from ctviewer.imaging.raster import read_raster
+
+from .synthetic import chest_png8
+
+PLOTS = ("curves.png", "confusion.png", "roc.png", "reliability.png")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Two classes, 24 slices each, file numbers as in the real release."""
+    root = tmp_path_factory.mktemp("data")
+    for cls, prefix, lesion in (("COVID", "Covid", True), ("non-COVID", "Non-Covid", False)):
+        (root / cls).mkdir()
+        for i in range(1, 25):
+            img = chest_png8(200 + 7 * i, 150 + 3 * i, lesion=lesion, seed=i)
+            cv2.imwrite(str(root / cls / f"{prefix} ({i}).png"), img)
+    (root / "COVID" / "notes.txt").write_text("ignored")
+    return root
+
+
+# --- data, groups, splits -----------------------------------------------------
+
+def test_groups_are_blocks_of_consecutive_file_numbers(tmp_path):
+    from pathlib import Path
+
+    assert group_key("COVID", Path("Covid (24).png"), 25) == "COVID/0"
+    assert group_key("COVID", Path("Covid (25).png"), 25) == "COVID/1"
+    assert group_key("non-COVID", Path("Non-Covid (25).png"), 25) == "non-COVID/1"
+    assert group_key("COVID", Path("scan.png"), 25) == "COVID/scan"
+
+
+def test_discover_finds_classes_and_skips_non_slices(tiny_data):
+    ds = discover(tiny_data, block=5)
+    assert ds.classes == ["COVID", "non-COVID"]
+    assert len(ds.paths) == 48 and not any(p.endswith(".txt") for p in ds.paths)
+
+
+def test_split_never_cuts_a_group_and_is_deterministic(tiny_data):
+    ds = discover(tiny_data, block=5)
+    tr, va = group_split(ds.groups, ds.labels, 0.25, seed=3)
+    assert not set(ds.groups[tr]) & set(ds.groups[va])
+    assert set(ds.labels[va]) == {0, 1}
+    tr2, va2 = group_split(ds.groups, ds.labels, 0.25, seed=3)
+    assert np.array_equal(va, va2)
+
+
+def test_unaugmented_batches_are_exactly_the_apps_model_input(tiny_data):
+    """Train/serve skew guard: training inputs come from the app's preprocessing."""
+    from training.dataset import decode_all
+
+    ds = discover(tiny_data, block=5)
+    params = PreprocessParams(size=48)
+    dec = decode_all(ds, params)
+    x = SliceBatches(dec.images, dec.boxes, ds.labels, 48, 16).inputs()
+    for i in (0, 30):
+        assert np.array_equal(x[i], to_model_input(read_raster(ds.paths[i]), params))
+
+
+def test_augmentation_is_deterministic_and_stays_in_range(tiny_data):
+    img = read_raster(discover(tiny_data).paths[0]).pixels
+    box = (0, 0, img.shape[1], img.shape[0])
+    a = augment_one(img, box, 48, DEFAULT_AUG, np.random.default_rng(5))
+    b = augment_one(img, box, 48, DEFAULT_AUG, np.random.default_rng(5))
+    assert np.array_equal(a, b) and a.shape == (48, 48, 3) and a.dtype == np.float32
+    assert 0 <= a.min() and a.max() <= 255
+
+
+# --- the command line ---------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["default", "seed"])
+def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
+    from training.cli import main
+
+    out = tmp_path / recipe
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--recipe", recipe,
+                 "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch   1/2" in err and "validation on" in err and "accuracy" in err
+    for f in (*PLOTS, "model-card.json", "model.weights.h5", "report.html", "classification_report.txt"):
+        assert (out / f).is_file(), f
+    card = ModelCard.load(out)
+    assert card.sha256 == sha256_file(out / "model.weights.h5")
+    assert card.preprocessing["size"] == 32 and card.preprocessing["window_center"] == -600
+    assert card.positive_class == "COVID" and card.temperature > 0
+    v = card.metrics["validation"]
+    for k in ("accuracy", "roc_auc", "sensitivity", "specificity", "ece_before", "ece_after"):
+        assert k in v
+    assert set(v["ci95"]) >= {"accuracy", "roc_auc"}
+    assert card.training["recipe"] == recipe and card.training["epochs_run"] >= 1
+    assert card.licence and card.limitations
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64") == len(PLOTS)
+
+    assert main(["evaluate", "--model", str(out), "--data", str(tiny_data), "--out", str(tmp_path / "ev")]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and (tmp_path / "ev" / "report.html").is_file()
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_slices"] == 48
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_with_a_seed(tiny_data, tmp_path, capsys):
+    from training.cli import main
+
+    import h5py
+
+    for run in ("a", "b"):
+        main(["train", "--data", str(tiny_data), "--out", str(tmp_path / run), "--epochs", "1", "--size", "32",
+              "--block", "6", "--seed", "7"])
+    cards = [ModelCard.load(tmp_path / run) for run in ("a", "b")]
+    assert cards[0].metrics == cards[1].metrics
+    assert cards[0].training["history"] == cards[1].training["history"]
+    # HDF5 stamps times into the file, so compare the stored arrays, not the bytes.
+    with h5py.File(tmp_path / "a" / "model.weights.h5") as a, h5py.File(tmp_path / "b" / "model.weights.h5") as b:
+        names = []
+        a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        assert names and all(np.array_equal(a[n][()], b[n][()]) for n in names)
+
+
+def test_bad_data_folder_is_a_clear_error(tmp_path):
+    from training.cli import main
+
+    with pytest.raises(SystemExit, match="exactly two class folders"):
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
