@@ -123,7 +123,11 @@ def _lung_box(img8: np.ndarray, margin: float) -> Box:
     dark = ((tissue == 0) & (hull == 1)).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
-    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= 0.01 * sh * sw]
+    # Lungs: dark components of at least 1 % of the image, or of at least a sixth of the
+    # largest one (at the apices each lung is small, and both must be kept).
+    areas = stats[1:, cv2.CC_STAT_AREA] if n > 1 else np.zeros(0, int)
+    min_area = min(0.01 * sh * sw, max(0.002 * sh * sw, areas.max() / 6)) if len(areas) else 0
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area and stats[i, cv2.CC_STAT_AREA] >= 0.002 * sh * sw]
     if keep:
         x0 = min(stats[i, cv2.CC_STAT_LEFT] for i in keep)
         y0 = min(stats[i, cv2.CC_STAT_TOP] for i in keep)
