@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--block", type=int, default=25, help="group = file number // BLOCK (0: every file its own group)")
     t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--size", type=int, default=80, help="model input size in pixels (80 for the bundled model)")
     t.add_argument("--name", default=None)
     t.add_argument("--version", default="1.0.0")
     e = sub.add_parser("evaluate", help="evaluate a model package on a folder of class subfolders")
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         from .fit import train
 
         train(a.data, a.out, a.recipe, seed=a.seed, epochs=a.epochs, block=a.block, val_fraction=a.val_fraction,
-              name=a.name, version=a.version)
+              size=a.size, name=a.name, version=a.version)
         return 0
     from .evaluate_cmd import evaluate_folder
 
