@@ -108,7 +108,7 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
 
     weights = out_dir / WEIGHTS
-    model.save_weights(weights)
+    save_plain_weights(model, recipe.architecture, weights)
     (out_dir / "checkpoint.weights.h5").unlink(missing_ok=True)
 
     # Calibrate and evaluate on the held-out groups with the app's own prediction path.
@@ -172,6 +172,16 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
     ])
     log(summary_text(card))
     return card.to_dict()
+
+
+def save_plain_weights(model, architecture: dict, path: Path) -> None:
+    """The model's weights only: Keras 3 ``save_weights`` on a compiled model also writes the
+    optimizer's state (twice the model's size with Adam-type optimizers), which inference never needs."""
+    from ctviewer.inference.architecture import build_model
+
+    plain = build_model(architecture, imagenet=False)
+    plain.set_weights(model.get_weights())
+    plain.save_weights(path)
 
 
 def summary_text(card: ModelCard) -> str:
