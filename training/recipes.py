@@ -33,6 +33,7 @@ class Recipe:
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
     warmup_epochs: int = 0
+    schedule: str = "constant"  # or "cosine" (after the warm-up)
     early_stopping: bool = False
     patience: int = 5
     augmentation: dict | None = None
@@ -78,12 +79,13 @@ def make_recipe(name: str, size: int = 80, epochs: int | None = None, imagenet_a
         return Recipe(
             name="default",
             architecture=arch,
-            epochs=epochs or 32,
+            epochs=epochs or 40,
             batch_size=32,
             optimizer="adamw",
             learning_rate=1e-3,
             weight_decay=0.05,
             warmup_epochs=2,
+            schedule="cosine",
             loss="categorical_crossentropy",
             label_smoothing=0.1,
             augmentation=dict(DEFAULT_AUG),
@@ -95,22 +97,28 @@ def make_recipe(name: str, size: int = 80, epochs: int | None = None, imagenet_a
 def compile_model(model, recipe: Recipe, steps_per_epoch: int):
     import keras
 
-    if recipe.optimizer == "adamax":
-        opt = keras.optimizers.Adamax(recipe.learning_rate)
-    elif recipe.optimizer == "adamw":
+    if recipe.schedule == "cosine":
         total = max(1, recipe.epochs * steps_per_epoch)
         warm = recipe.warmup_epochs * steps_per_epoch
-        schedule = keras.optimizers.schedules.CosineDecay(
+        lr = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=recipe.learning_rate * 0.01 if warm else recipe.learning_rate,
             decay_steps=max(1, total - warm),
             warmup_target=recipe.learning_rate if warm else None,
             warmup_steps=warm,
             alpha=0.0,
         )
-        opt = keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay)
-        opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    else:
+        lr = recipe.learning_rate
+    # Weight decay is decoupled (scaled by the learning rate) for both optimizers.
+    wd = recipe.weight_decay or None
+    if recipe.optimizer == "adamax":
+        opt = keras.optimizers.Adamax(lr, weight_decay=wd)
+    elif recipe.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=recipe.weight_decay)
     else:
         raise ValueError(recipe.optimizer)
+    if wd:
+        opt.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
     if recipe.loss == "binary_crossentropy":
         loss = keras.losses.BinaryCrossentropy(label_smoothing=recipe.label_smoothing)
         metrics = [keras.metrics.BinaryAccuracy(name="accuracy")]
