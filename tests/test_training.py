@@ -88,7 +88,7 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
 
     out = tmp_path / recipe
     assert main(["train", "--data", str(tiny_data), "--out", str(out), "--recipe", recipe,
-                 "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1"]) == 0
+                 "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1", "--learning-rate", "5e-4"]) == 0
     err = capsys.readouterr().err
     assert "epoch   1/2" in err and "validation on" in err and "accuracy" in err
     for f in (*PLOTS, "model-card.json", "model.weights.h5", "report.html", "classification_report.txt"):
@@ -102,6 +102,12 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
         assert k in v
     assert set(v["ci95"]) >= {"accuracy", "roc_auc"}
     assert card.training["recipe"] == recipe and card.training["epochs_run"] >= 1
+    assert card.training["recipe_settings"]["learning_rate"] == 5e-4
+    # inference weights only: no optimizer state in the file
+    import h5py
+
+    with h5py.File(out / "model.weights.h5", "r") as h5:
+        assert "optimizer" not in h5
     assert card.licence and card.limitations
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64") == len(PLOTS)

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", required=True, help="output folder: weights, model-card.json, plots, report.html")
     t.add_argument("--recipe", default="default", choices=["seed", "default"])
     t.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    t.add_argument("--learning-rate", type=float, default=None, help="override the recipe's (peak) learning rate")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--block", type=int, default=25, help="group = file number // BLOCK (0: every file its own group)")
     t.add_argument("--val-fraction", type=float, default=0.2)
@@ -31,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "train":
         from .fit import train
 
-        train(a.data, a.out, a.recipe, seed=a.seed, epochs=a.epochs, block=a.block, val_fraction=a.val_fraction,
-              size=a.size, name=a.name, version=a.version)
+        train(a.data, a.out, a.recipe, seed=a.seed, epochs=a.epochs, learning_rate=a.learning_rate, block=a.block,
+              val_fraction=a.val_fraction, size=a.size, name=a.name, version=a.version)
         return 0
     from .evaluate_cmd import evaluate_folder
 

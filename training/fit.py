@@ -60,6 +60,7 @@ class EpochLog:
 
 
 def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epochs: int | None = None,
+          learning_rate: float | None = None,
           block: int = 25, val_fraction: float = 0.2, size: int = 80, name: str | None = None,
           version: str = "1.0.0") -> dict:
     import keras
@@ -72,6 +73,8 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
     set_determinism(seed)
     imagenet = cached_imagenet_weights() is not None
     recipe = make_recipe(recipe_name, size=size, epochs=epochs, imagenet_available=imagenet)
+    if learning_rate:
+        recipe.learning_rate = learning_rate
     if recipe_name == "seed" and not imagenet:
         log("note: no ImageNet ResNet50 weights in the Keras cache (~/.keras/models); the seed recipe trains "
             "its trunk from scratch (a frozen random trunk could not learn). Results differ from the notebook's.")
