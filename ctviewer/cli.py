@@ -54,6 +54,29 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     logging.getLogger("pydicom").setLevel(logging.ERROR)
+    _import_tensorflow_quietly()
+
+
+def _import_tensorflow_quietly() -> None:
+    """TensorFlow's C++ start-up lines (absl, oneDNN) ignore TF_CPP_MIN_LOG_LEVEL in 2.21:
+    import it with the process's stderr pointed at /dev/null.  An import failure is
+    still raised (and reported) after stderr is restored."""
+    if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    try:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass  # keras reports it properly when the model is loaded
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def classify(argv: list[str]) -> int:

@@ -170,6 +170,8 @@ def test_console_script_runs_in_a_fresh_process(study, model_dir):
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0] == ",".join(COLUMNS)
     assert "Traceback" not in res.stderr
+    # users see our messages only, not TensorFlow's start-up chatter
+    assert "absl" not in res.stderr and "oneDNN" not in res.stderr, res.stderr
 
 
 @pytest.mark.shared_data
