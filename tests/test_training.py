@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ctviewer.inference.card import ModelCard, sha256_file
-from training.augment import SliceBatches, augment_one, DEFAULT_AUG
+from training.augment import SliceBatches, augment_one, mix, DEFAULT_AUG
 from training.dataset import discover, group_key, group_split
 from ctviewer.imaging.preprocess import PreprocessParams, to_model_input
 from ctviewer.imaging.raster import read_raster
@@ -79,6 +79,76 @@ def test_augmentation_is_deterministic_and_stays_in_range(tiny_data):
     assert 0 <= a.min() and a.max() <= 255
 
 
+def test_mixup_blends_inputs_and_labels_with_the_same_weight():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 8, 8, 3)).astype(np.float32)
+    labels = np.arange(16) % 2
+    y = np.eye(2, dtype=np.float32)[labels]
+    xm, ym = mix(x, y, 0.4, np.random.default_rng(3))
+    assert xm.dtype == np.float32 and ym.dtype == np.float32
+    assert np.allclose(ym.sum(1), 1) and not np.array_equal(xm, x)
+    # replay the draw: one lam and one permutation explain inputs and labels alike
+    r = np.random.default_rng(3)
+    lam, perm = r.beta(0.4, 0.4), r.permutation(16)
+    assert np.allclose(xm, lam * x + (1 - lam) * x[perm], atol=1e-3)
+    assert np.allclose(ym, lam * y + (1 - lam) * y[perm], atol=1e-6)
+    xm2, _ = mix(x, y, 0.4, np.random.default_rng(3))
+    assert np.array_equal(xm, xm2)
+
+
+def test_training_batches_mix_only_when_asked(tiny_data):
+    from training.dataset import decode_all
+
+    ds = discover(tiny_data, block=5)
+    dec = decode_all(ds, PreprocessParams(size=32))
+    plain = SliceBatches(dec.images, dec.boxes, ds.labels, 32, 16, aug=DEFAULT_AUG, seed=1, shuffle=True)
+    mixed = SliceBatches(dec.images, dec.boxes, ds.labels, 32, 16, aug=DEFAULT_AUG, seed=1, shuffle=True, mixup=0.4)
+    y_plain, y_mixed = plain[0][1], mixed[0][1]
+    assert set(np.unique(y_plain)) == {0.0, 1.0}
+    assert np.allclose(y_mixed.sum(1), 1) and not np.isin(y_mixed, [0.0, 1.0]).all()
+
+
+def test_precise_batchnorm_sets_moving_statistics_to_the_mean_of_batch_statistics():
+    import keras
+
+    from training.fit import recalibrate_batchnorm
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 3))
+    conv = keras.layers.Conv2D(4, 3, name="conv")
+    bn = keras.layers.BatchNormalization(momentum=0.99, name="bn")
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(bn(conv(inp)))))
+    x = np.random.default_rng(0).normal(3.0, 2.0, (40, 6, 6, 3)).astype(np.float32)
+    kernel_before = [w.copy() for w in model.get_weights()]
+    recalibrate_batchnorm(model, x, batch_size=16)  # batches of 16, 16, 8
+    feats = np.asarray(keras.Model(inp, conv.output)(x))
+    batches = [feats[0:16], feats[16:32], feats[32:40]]
+    want_mean = np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0)
+    want_var = np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0)
+    assert np.allclose(np.asarray(bn.moving_mean), want_mean, atol=1e-4)
+    assert np.allclose(np.asarray(bn.moving_variance), want_var, rtol=1e-3)
+    assert bn.momentum == 0.99  # restored
+    # nothing but the moving statistics changed
+    after = model.get_weights()
+    changed = [i for i, (a, b) in enumerate(zip(kernel_before, after)) if not np.array_equal(a, b)]
+    names = [w.path for w in model.weights]
+    assert sorted(names[i] for i in changed) == sorted(w.path for w in (bn.moving_mean, bn.moving_variance))
+
+
+def test_internal_size_upsamples_inside_the_model():
+    from ctviewer.inference.architecture import build_model
+    from training.recipes import make_recipe
+
+    arch = make_recipe("default", size=32, internal_size=64).architecture
+    assert arch["input_size"] == 32 and arch["internal_size"] == 64
+    model = build_model(arch)
+    assert model.input_shape == (None, 32, 32, 3)
+    assert model.get_layer("upsample").output.shape[1:3] == (64, 64)
+    out = np.asarray(model(np.zeros((2, 32, 32, 3), np.float32), training=False))
+    assert out.shape == (2, 2) and np.isfinite(out).all()
+    assert "internal_size" not in make_recipe("default", size=32).architecture
+
+
 # --- the command line ---------------------------------------------------------------
 
 @pytest.mark.slow
@@ -88,7 +158,8 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
 
     out = tmp_path / recipe
     assert main(["train", "--data", str(tiny_data), "--out", str(out), "--recipe", recipe,
-                 "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1", "--learning-rate", "5e-4"]) == 0
+                 "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1", "--learning-rate", "5e-4",
+                 "--mixup", "0.2", "--precise-bn", "on"]) == 0
     err = capsys.readouterr().err
     assert "epoch   1/2" in err and "validation on" in err and "accuracy" in err
     for f in (*PLOTS, "model-card.json", "model.weights.h5", "report.html", "classification_report.txt"):
@@ -103,6 +174,9 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     assert set(v["ci95"]) >= {"accuracy", "roc_auc"}
     assert card.training["recipe"] == recipe and card.training["epochs_run"] >= 1
     assert card.training["recipe_settings"]["learning_rate"] == 5e-4
+    assert card.training["recipe_settings"]["mixup"] == 0.2 and card.training["recipe_settings"]["precise_bn"]
+    assert set(card.training["precise_bn"]) == {"before", "after"}
+    assert "BatchNorm statistics recomputed" in err
     # inference weights only: no optimizer state in the file
     import h5py
 

@@ -58,6 +58,14 @@ def augment_one(img: np.ndarray, box, size: int, aug: dict, rng: np.random.Gener
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def mix(x: np.ndarray, y: np.ndarray, alpha: float, rng: np.random.Generator):
+    """Mixup (Zhang et al. 2018): each batch is blended with a shuffled copy of itself,
+    inputs and labels alike, with one weight ``lam ~ Beta(alpha, alpha)`` per batch."""
+    lam = float(rng.beta(alpha, alpha))
+    perm = rng.permutation(len(x))
+    return (lam * x + (1 - lam) * x[perm]).astype(np.float32), (lam * y + (1 - lam) * y[perm]).astype(np.float32)
+
+
 class SliceBatches(keras.utils.PyDataset):
     """Batches of (inputs, one-hot labels) drawn from decoded slices.
 
@@ -65,11 +73,12 @@ class SliceBatches(keras.utils.PyDataset):
     Shuffling and augmentation are deterministic in (seed, epoch, batch).
     """
 
-    def __init__(self, images, boxes, labels, size, batch_size, n_classes=2, aug=None, seed=0, shuffle=False):
+    def __init__(self, images, boxes, labels, size, batch_size, n_classes=2, aug=None, seed=0, shuffle=False,
+                 mixup: float = 0.0):
         super().__init__(workers=1, use_multiprocessing=False)
         self.images, self.boxes, self.labels = images, boxes, np.asarray(labels)
         self.size, self.batch_size, self.n_classes = size, batch_size, n_classes
-        self.aug, self.seed, self.shuffle = aug, seed, shuffle
+        self.aug, self.seed, self.shuffle, self.mixup = aug, seed, shuffle, mixup
         self.epoch = 0
         self.order = self._order()
         self._plain = None if aug else np.stack([crop_resize(im, bx, size) for im, bx in zip(images, boxes)])
@@ -85,12 +94,14 @@ class SliceBatches(keras.utils.PyDataset):
 
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
         if self._plain is not None:
             x = self._plain[idx]
         else:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
             x = np.stack([augment_one(self.images[j], self.boxes[j], self.size, self.aug, rng) for j in idx])
         y = np.eye(self.n_classes, dtype=np.float32)[self.labels[idx]]
+        if self.mixup > 0:
+            x, y = mix(x, y, self.mixup, rng)
         return x, y
 
     def on_epoch_end(self):

@@ -17,10 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--recipe", default="default", choices=["seed", "default"])
     t.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     t.add_argument("--learning-rate", type=float, default=None, help="override the recipe's (peak) learning rate")
+    t.add_argument("--mixup", type=float, default=None, help="override the recipe's mixup alpha (0 turns it off)")
+    t.add_argument("--precise-bn", choices=["on", "off"], default=None,
+                   help="override whether BatchNorm statistics are recomputed on the training slices after training")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--block", type=int, default=25, help="group = file number // BLOCK (0: every file its own group)")
     t.add_argument("--val-fraction", type=float, default=0.2)
     t.add_argument("--size", type=int, default=80, help="model input size in pixels (80 for the bundled model)")
+    t.add_argument("--internal-size", type=int, default=None,
+                   help="upsample the input to this size inside the model (the input stays --size)")
     t.add_argument("--name", default=None)
     t.add_argument("--version", default="1.0.0")
     e = sub.add_parser("evaluate", help="evaluate a model package on a folder of class subfolders")
@@ -33,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         from .fit import train
 
         train(a.data, a.out, a.recipe, seed=a.seed, epochs=a.epochs, learning_rate=a.learning_rate, block=a.block,
+              mixup=a.mixup, internal_size=a.internal_size, precise_bn=None if a.precise_bn is None else a.precise_bn == "on",
               val_fraction=a.val_fraction, size=a.size, name=a.name, version=a.version)
         return 0
     from .evaluate_cmd import evaluate_folder

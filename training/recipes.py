@@ -37,6 +37,8 @@ class Recipe:
     early_stopping: bool = False
     patience: int = 5
     augmentation: dict | None = None
+    mixup: float = 0.0  # Beta(alpha, alpha) mixing weight per batch; 0 = off
+    precise_bn: bool = False  # recompute BatchNorm statistics on the un-augmented training slices
     tta: list[str] = field(default_factory=list)
     imagenet: bool = False  # decided at run time for seed
 
@@ -44,7 +46,15 @@ class Recipe:
         return {k: v for k, v in self.__dict__.items() if k != "architecture"}
 
 
-def make_recipe(name: str, size: int = 80, epochs: int | None = None, imagenet_available: bool = False) -> Recipe:
+def make_recipe(name: str, size: int = 80, epochs: int | None = None, imagenet_available: bool = False,
+                internal_size: int | None = None) -> Recipe:
+    recipe = _make_recipe(name, size, epochs, imagenet_available)
+    if internal_size and internal_size != size:
+        recipe.architecture["internal_size"] = int(internal_size)
+    return recipe
+
+
+def _make_recipe(name: str, size: int, epochs: int | None, imagenet_available: bool) -> Recipe:
     if name == "seed":
         arch = {
             "trunk": "resnet50",

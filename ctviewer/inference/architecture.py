@@ -30,15 +30,21 @@ def build_model(arch: dict, imagenet: bool = False) -> keras.Model:
 
     Keys: ``trunk`` ("resnet50"), ``input_size``, ``head`` ("flatten" or "gap"),
     ``dropout``, ``outputs`` (2), ``activation`` ("sigmoid", "softmax" or
-    "linear" = logits), ``bn_momentum`` (None keeps Keras' 0.99).
+    "linear" = logits), ``bn_momentum`` (None keeps Keras' 0.99), ``internal_size``
+    (optional: the input is upsampled bilinearly to this size inside the model, so the
+    trunk's stride-4 stem leaves more than 20x20 positions for fine texture; the model's
+    input stays ``input_size``).
     """
     if arch.get("trunk", "resnet50") != "resnet50":
         raise ValueError(f"unsupported trunk {arch.get('trunk')!r}")
     size = int(arch["input_size"])
     inputs = keras.Input((size, size, 3), name="slice")
     x = layers.Normalization(mean=list(IMAGENET_MEAN), variance=[1.0, 1.0, 1.0], name="imagenet_norm")(inputs)
+    internal = int(arch.get("internal_size") or size)
+    if internal != size:
+        x = layers.Resizing(internal, internal, interpolation="bilinear", name="upsample")(x)
     weights = str(cached_imagenet_weights()) if imagenet else None
-    trunk = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(size, size, 3))
+    trunk = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(internal, internal, 3))
     momentum = arch.get("bn_momentum")
     if momentum is not None:
         for layer in trunk.layers:
