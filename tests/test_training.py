@@ -149,6 +149,19 @@ def test_internal_size_upsamples_inside_the_model():
     assert "internal_size" not in make_recipe("default", size=32).architecture
 
 
+def test_per_group_table_puts_the_weakest_group_first():
+    from training import evaluate
+
+    y = np.array([1, 1, 1, 0, 0, 0])
+    p = np.array([0.9, 0.2, 0.1, 0.1, 0.2, 0.3])
+    groups = np.array(["A", "A", "A", "B", "B", "B"])
+    rows = evaluate.per_group(y, p, groups)
+    assert [r["group"] for r in rows] == ["A", "B"]
+    assert rows[0] == {"group": "A", "n": 3, "positive": 1.0, "accuracy": 1 / 3, "mean_p": pytest.approx(0.4)}
+    assert rows[1]["accuracy"] == 1.0
+    assert evaluate.summarise(y, p, p, groups)["per_group"] == rows
+
+
 # --- the command line ---------------------------------------------------------------
 
 @pytest.mark.slow
@@ -185,6 +198,7 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     assert card.licence and card.limitations
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64") == len(PLOTS)
+    assert "Per group, weakest first" in report and len(v["per_group"]) == v["n_groups"]
 
     assert main(["evaluate", "--model", str(out), "--data", str(tiny_data), "--out", str(tmp_path / "ev")]) == 0
     printed = capsys.readouterr().out

@@ -47,6 +47,22 @@ def bootstrap_intervals(y, p, groups, threshold=0.5, n=1000, seed=0) -> dict:
     return {k: [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))] for k, v in samples.items()}
 
 
+def per_group(y, p, groups, threshold=0.5) -> list[dict]:
+    """Accuracy and mean p(positive) of every group, weakest first: where the model fails is
+    usually a few whole patients, which one accuracy number hides."""
+    rows = []
+    for g in np.unique(groups):
+        m = groups == g
+        rows.append({
+            "group": str(g),
+            "n": int(m.sum()),
+            "positive": float(np.mean(y[m])),
+            "accuracy": float(np.mean((p[m] >= threshold).astype(int) == y[m])),
+            "mean_p": float(np.mean(p[m])),
+        })
+    return sorted(rows, key=lambda r: (r["accuracy"], r["group"]))
+
+
 def summarise(y, p_raw, p_cal, groups, threshold=0.5) -> dict:
     """All reported numbers for one evaluation set."""
     m = point_metrics(y, p_cal, threshold)
@@ -58,6 +74,7 @@ def summarise(y, p_raw, p_cal, groups, threshold=0.5) -> dict:
         "n_slices": int(len(y)),
         "n_groups": int(len(np.unique(groups))),
         "n_positive": int(np.sum(y == 1)),
+        "per_group": per_group(y, p_cal, groups, threshold),
     }
 
 
@@ -127,6 +144,15 @@ def write_html(out: Path, title: str, metrics: dict, figures: dict, report_text:
         if k in metrics:
             v = metrics[k]
             rows.append(f"<tr><td>{k}</td><td>{v:.3f}</td><td></td></tr>" if isinstance(v, float) else f"<tr><td>{k}</td><td>{v}</td><td></td></tr>")
+    groups = "".join(
+        f"<tr><td>{html.escape(r['group'])}</td><td>{r['n']}</td><td>{r['positive']:.2f}</td>"
+        f"<td>{r['accuracy']:.3f}</td><td>{r['mean_p']:.3f}</td></tr>"
+        for r in metrics.get("per_group", [])
+    )
+    group_table = (
+        "<h2>Per group, weakest first</h2><table><tr><th>group</th><th>slices</th><th>positive fraction</th>"
+        f"<th>accuracy</th><th>mean p(positive)</th></tr>{groups}</table>" if groups else ""
+    )
     imgs = "".join(
         f"<figure><img src='data:image/png;base64,{base64.b64encode((out / f).read_bytes()).decode()}'><figcaption>{html.escape(t)}</figcaption></figure>"
         for t, f in figures.items()
@@ -136,6 +162,7 @@ def write_html(out: Path, title: str, metrics: dict, figures: dict, report_text:
 figure{{display:inline-block;margin:8px}}img{{max-width:520px}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>
 <h1>{html.escape(title)}</h1><ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul>
 <h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>95% interval (group bootstrap)</th></tr>{''.join(rows)}</table>
+{group_table}
 <h2>Classification report</h2><pre>{html.escape(report_text)}</pre><h2>Figures</h2>{imgs}
 <h2>Raw numbers</h2><pre>{html.escape(json.dumps(metrics, indent=2))}</pre></body></html>"""
     path = out / "report.html"
