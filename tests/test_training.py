@@ -135,6 +135,31 @@ def test_precise_batchnorm_sets_moving_statistics_to_the_mean_of_batch_statistic
     assert sorted(names[i] for i in changed) == sorted(w.path for w in (bn.moving_mean, bn.moving_variance))
 
 
+def test_zero_init_residual_makes_every_bottleneck_start_as_the_identity_branch():
+    import keras
+
+    from ctviewer.inference.architecture import build_model
+    from training.recipes import zero_init_residuals
+
+    model = build_model(make_recipe_arch(32))
+    assert zero_init_residuals(model) == 16  # 3 + 4 + 6 + 3 bottleneck blocks
+    trunk = model.get_layer("resnet50")
+    for layer in trunk.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            zero = not np.any(np.asarray(layer.gamma))
+            assert zero == layer.name.endswith("_3_bn"), layer.name
+    # a block's residual branch now adds nothing: its output is relu(shortcut)
+    probe = keras.Model(trunk.input, [trunk.get_layer("conv2_block2_out").output, trunk.get_layer("conv2_block1_out").output])
+    out, shortcut = probe(np.random.default_rng(0).uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32))
+    assert np.allclose(np.asarray(out), np.maximum(np.asarray(shortcut), 0), atol=1e-5)
+
+
+def make_recipe_arch(size):
+    from training.recipes import make_recipe
+
+    return make_recipe("default", size=size).architecture
+
+
 def test_internal_size_upsamples_inside_the_model():
     from ctviewer.inference.architecture import build_model
     from training.recipes import make_recipe
@@ -172,7 +197,7 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     out = tmp_path / recipe
     assert main(["train", "--data", str(tiny_data), "--out", str(out), "--recipe", recipe,
                  "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1", "--learning-rate", "5e-4",
-                 "--mixup", "0.2", "--precise-bn", "on"]) == 0
+                 "--mixup", "0.2", "--precise-bn", "on", "--zero-init-residual", "on", "--clipnorm", "1.0"]) == 0
     err = capsys.readouterr().err
     assert "epoch   1/2" in err and "validation on" in err and "accuracy" in err
     for f in (*PLOTS, "model-card.json", "model.weights.h5", "report.html", "classification_report.txt"):
@@ -189,7 +214,8 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     assert card.training["recipe_settings"]["learning_rate"] == 5e-4
     assert card.training["recipe_settings"]["mixup"] == 0.2 and card.training["recipe_settings"]["precise_bn"]
     assert set(card.training["precise_bn"]) == {"before", "after"}
-    assert "BatchNorm statistics recomputed" in err
+    assert "BatchNorm statistics recomputed" in err and "zero-initialised the last BatchNorm of 16" in err
+    assert card.training["recipe_settings"]["clipnorm"] == 1.0
     # inference weights only: no optimizer state in the file
     import h5py
 

@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--mixup", type=float, default=None, help="override the recipe's mixup alpha (0 turns it off)")
     t.add_argument("--precise-bn", choices=["on", "off"], default=None,
                    help="override whether BatchNorm statistics are recomputed on the training slices after training")
+    t.add_argument("--zero-init-residual", choices=["on", "off"], default=None,
+                   help="override whether each residual branch's last BatchNorm starts at gamma = 0")
+    t.add_argument("--clipnorm", type=float, default=None, help="override the gradient clipping norm (0 turns it off)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--block", type=int, default=25, help="group = file number // BLOCK (0: every file its own group)")
     t.add_argument("--val-fraction", type=float, default=0.2)
@@ -38,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         from .fit import train
 
         train(a.data, a.out, a.recipe, seed=a.seed, epochs=a.epochs, learning_rate=a.learning_rate, block=a.block,
-              mixup=a.mixup, internal_size=a.internal_size, precise_bn=None if a.precise_bn is None else a.precise_bn == "on",
+              mixup=a.mixup, internal_size=a.internal_size, clipnorm=a.clipnorm,
+              zero_init_residual=None if a.zero_init_residual is None else a.zero_init_residual == "on", precise_bn=None if a.precise_bn is None else a.precise_bn == "on",
               val_fraction=a.val_fraction, size=a.size, name=a.name, version=a.version)
         return 0
     from .evaluate_cmd import evaluate_folder

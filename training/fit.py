@@ -17,7 +17,7 @@ from ctviewer.inference.card import ModelCard, sha256_file
 
 from . import evaluate
 from .dataset import decode_all, discover, group_split, positive_class
-from .recipes import compile_model, make_recipe
+from .recipes import compile_model, make_recipe, zero_init_residuals
 
 WEIGHTS = "model.weights.h5"
 LICENCE_NOTE = (
@@ -61,7 +61,7 @@ class EpochLog:
 
 def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epochs: int | None = None,
           learning_rate: float | None = None, mixup: float | None = None, precise_bn: bool | None = None,
-          internal_size: int | None = None,
+          internal_size: int | None = None, zero_init_residual: bool | None = None, clipnorm: float | None = None,
           block: int = 25, val_fraction: float = 0.2, size: int = 80, name: str | None = None,
           version: str = "1.0.0") -> dict:
     import keras
@@ -81,6 +81,10 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
         recipe.mixup = mixup
     if precise_bn is not None:
         recipe.precise_bn = precise_bn
+    if zero_init_residual is not None:
+        recipe.zero_init_residual = zero_init_residual
+    if clipnorm is not None:
+        recipe.clipnorm = clipnorm
     if recipe_name == "seed" and not imagenet:
         log("note: no ImageNet ResNet50 weights in the Keras cache (~/.keras/models); the seed recipe trains "
             "its trunk from scratch (a frozen random trunk could not learn). Results differ from the notebook's.")
@@ -103,6 +107,8 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
     val_seq = SliceBatches(*pick(va), size, 64)
 
     model = build_model(recipe.architecture, imagenet=recipe.imagenet)
+    if recipe.zero_init_residual and not recipe.imagenet:
+        log(f"zero-initialised the last BatchNorm of {zero_init_residuals(model)} residual branches")
     compile_model(model, recipe, len(train_seq))
     callbacks = [EpochLog(recipe.epochs)]
     if recipe.early_stopping:

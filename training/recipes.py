@@ -38,6 +38,8 @@ class Recipe:
     patience: int = 5
     augmentation: dict | None = None
     mixup: float = 0.0  # Beta(alpha, alpha) mixing weight per batch; 0 = off
+    zero_init_residual: bool = False  # last BN of each residual branch starts at gamma = 0 (from scratch only)
+    clipnorm: float = 0.0  # clip each gradient tensor to this norm; 0 = off
     precise_bn: bool = False  # recompute BatchNorm statistics on the un-augmented training slices
     tta: list[str] = field(default_factory=list)
     imagenet: bool = False  # decided at run time for seed
@@ -104,6 +106,24 @@ def _make_recipe(name: str, size: int, epochs: int | None, imagenet_available: b
     raise SystemExit(f"error: unknown recipe {name!r} (choose seed or default)")
 
 
+def zero_init_residuals(model) -> int:
+    """Set gamma = 0 in the last BatchNorm of every residual branch (``convN_blockM_3_bn``), so
+    each bottleneck block starts as the identity (Goyal et al. 2017, "Accurate, Large Minibatch
+    SGD"): a from-scratch ResNet50 then starts as a shallow network and trains without the loss
+    spikes of its first epochs.  Returns the number of layers changed."""
+    import keras
+
+    n = 0
+    stack = list(model.layers)
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []))
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.name.endswith("_3_bn") and layer.gamma is not None:
+            layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+            n += 1
+    return n
+
+
 def compile_model(model, recipe: Recipe, steps_per_epoch: int):
     import keras
 
@@ -121,10 +141,11 @@ def compile_model(model, recipe: Recipe, steps_per_epoch: int):
         lr = recipe.learning_rate
     # Weight decay is decoupled (scaled by the learning rate) for both optimizers.
     wd = recipe.weight_decay or None
+    clip = {"clipnorm": recipe.clipnorm} if recipe.clipnorm else {}
     if recipe.optimizer == "adamax":
-        opt = keras.optimizers.Adamax(lr, weight_decay=wd)
+        opt = keras.optimizers.Adamax(lr, weight_decay=wd, **clip)
     elif recipe.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=recipe.weight_decay)
+        opt = keras.optimizers.AdamW(lr, weight_decay=recipe.weight_decay, **clip)
     else:
         raise ValueError(recipe.optimizer)
     if wd:
