@@ -11,7 +11,10 @@
             is why validation sat at chance early), AdamW with warm-up and cosine
             decay, label smoothing, augmentation before the resize, a fixed number of
             epochs (no model selection on validation data, so validation metrics stay
-            honest), and horizontal-flip test-time augmentation.
+            honest), and horizontal-flip test-time augmentation.  Since 1.1.0 also:
+            zero-initialised residual branches and gradient clipping (norm 1.0), which
+            removed the loss spikes of the first epochs, mixup (alpha 0.2), and BatchNorm
+            statistics recomputed on the un-augmented training slices after training.
 """
 
 from __future__ import annotations
@@ -101,6 +104,10 @@ def _make_recipe(name: str, size: int, epochs: int | None, imagenet_available: b
             loss="categorical_crossentropy",
             label_smoothing=0.1,
             augmentation=dict(DEFAULT_AUG),
+            mixup=0.2,
+            zero_init_residual=True,
+            clipnorm=1.0,
+            precise_bn=True,
             tta=["hflip"],
         )
     raise SystemExit(f"error: unknown recipe {name!r} (choose seed or default)")
