@@ -17,7 +17,7 @@ from ctviewer.inference.card import ModelCard, sha256_file
 
 from . import evaluate
 from .dataset import decode_all, discover, group_split, positive_class
-from .recipes import compile_model, make_recipe, zero_init_residuals
+from .recipes import all_layers, compile_model, make_recipe, zero_init_residuals
 
 WEIGHTS = "model.weights.h5"
 LICENCE_NOTE = (
@@ -215,7 +215,7 @@ def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int = 128) -> None:
     """
     import keras
 
-    bns = [l for l in _all_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+    bns = [l for l in all_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
     if not bns:
         return
     saved = [l.momentum for l in bns]
@@ -238,15 +238,6 @@ def _quick_metrics(model, x: np.ndarray, labels: np.ndarray, pos: int) -> dict:
     score = out[:, pos] - out[:, 1 - pos]
     auc = float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else float("nan")
     return {"accuracy": float(np.mean((score >= 0) == y)), "roc_auc": auc}
-
-
-def _all_layers(model):
-    out = []
-    for l in model.layers:
-        out.append(l)
-        if hasattr(l, "layers"):
-            out.extend(_all_layers(l))
-    return out
 
 
 def save_plain_weights(model, architecture: dict, path: Path) -> None:

@@ -121,14 +121,20 @@ def zero_init_residuals(model) -> int:
     import keras
 
     n = 0
-    stack = list(model.layers)
-    while stack:
-        layer = stack.pop()
-        stack.extend(getattr(layer, "layers", []))
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.name.endswith("_3_bn") and layer.gamma is not None:
             layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
             n += 1
     return n
+
+
+def all_layers(model) -> list:
+    """Every layer of ``model``, nested models (the ResNet50 trunk) included."""
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        out.extend(all_layers(layer) if hasattr(layer, "layers") else [])
+    return out
 
 
 def compile_model(model, recipe: Recipe, steps_per_epoch: int):
