@@ -207,7 +207,7 @@ def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int = 128) -> None:
     """Precise BatchNorm (Wu & Johnson 2021): replace every BN layer's moving mean and variance by
     the average of its batch statistics over ``x`` (the un-augmented training slices).
 
-    The moving averages kept during training follow the last few dozen augmented batches of a
+    The moving averages kept during training follow the last ten or so augmented batches of a
     changing network; inference sees un-augmented slices.  In training mode a BN layer normalises
     with the batch's own statistics, so its inputs do not depend on the other layers' moving
     statistics, and one pass with momentum ``(k - 1) / k`` on the k-th batch leaves each layer
