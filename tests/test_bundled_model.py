@@ -111,6 +111,17 @@ def test_launch_classifies_every_bundled_sample(capsys):
         assert ",COVID," in row or ",non-COVID," in row, row
 
 
+def test_bundled_model_beats_the_one_it_replaced():
+    """A model file is replaced only by a better one, measured on the same validation split."""
+    card = json.loads((BUNDLED / "model-card.json").read_text())
+    prev = card["replaces"]
+    assert prev["same_validation_split"] and prev["sha256"] != card["sha256"]
+    now = card["metrics"]["validation"]
+    for k in ("accuracy", "roc_auc", "sensitivity", "specificity"):
+        assert now[k] > prev["metrics"][k], k
+    assert card["training"]["command"].startswith("python -m training train")
+
+
 def test_app_path_reproduces_the_cards_validation_accuracy(clf, SHARED_DATA):
     """Decoding and preprocessing in the app give the numbers training reported (train/serve parity)."""
     from ctviewer.batch import classify_files

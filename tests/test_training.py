@@ -216,6 +216,7 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     assert set(card.training["precise_bn"]) == {"before", "after"}
     assert "BatchNorm statistics recomputed" in err and "zero-initialised the last BatchNorm of 16" in err
     assert card.training["recipe_settings"]["clipnorm"] == 1.0
+    assert card.training["command"].startswith("python -m training train --data ") and "--mixup 0.2" in card.training["command"]
     # inference weights only: no optimizer state in the file
     import h5py
 

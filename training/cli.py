@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 
@@ -36,14 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--data", required=True)
     e.add_argument("--out", default=None, help="where to write the plots and report (default MODEL/eval-<data name>)")
     e.add_argument("--block", type=int, default=25)
-    a = ap.parse_args(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    a = ap.parse_args(args)
     if a.cmd == "train":
         from .fit import train
 
         train(a.data, a.out, a.recipe, seed=a.seed, epochs=a.epochs, learning_rate=a.learning_rate, block=a.block,
               mixup=a.mixup, internal_size=a.internal_size, clipnorm=a.clipnorm,
               zero_init_residual=None if a.zero_init_residual is None else a.zero_init_residual == "on", precise_bn=None if a.precise_bn is None else a.precise_bn == "on",
-              val_fraction=a.val_fraction, size=a.size, name=a.name, version=a.version)
+              val_fraction=a.val_fraction, size=a.size, name=a.name, version=a.version,
+              command=shlex.join(["python", "-m", "training", *args]))
         return 0
     from .evaluate_cmd import evaluate_folder
 

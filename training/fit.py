@@ -63,7 +63,7 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
           learning_rate: float | None = None, mixup: float | None = None, precise_bn: bool | None = None,
           internal_size: int | None = None, zero_init_residual: bool | None = None, clipnorm: float | None = None,
           block: int = 25, val_fraction: float = 0.2, size: int = 80, name: str | None = None,
-          version: str = "1.0.0") -> dict:
+          version: str = "1.0.0", command: str | None = None) -> dict:
     import keras
 
     from ctviewer.inference.architecture import build_model, cached_imagenet_weights
@@ -165,6 +165,7 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
     card.metrics = {"validation": metrics}
     card.training = {
         "recipe": recipe.name,
+        "command": command,
         "recipe_settings": recipe.describe(),
         "data": os.path.abspath(data),
         "classes": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
