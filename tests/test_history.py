@@ -1,0 +1,247 @@
+"""The prediction history (ctviewer.history): SQLite, WAL, schema version, crash safety."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from ctviewer.batch import Record
+from ctviewer.history import History, HistoryEntry, HistoryError, default_history_path
+
+T0 = datetime(2026, 11, 27, 10, 31, 2, tzinfo=timezone.utc)
+
+
+def rec(i: int = 0, **kw) -> Record:
+    fields = dict(
+        path=f"/data/scan{i}.dcm",
+        frame=i,
+        sop_instance_uid=f"1.2.826.0.1.{i}",
+        label="COVID" if i % 2 else "non-COVID",
+        p_covid=0.125 + i / 1000,
+        model="ct-resnet50 1.1.0",
+        pixel_sha256=f"{i:016x}",
+    )
+    fields.update(kw)
+    return Record(**fields)
+
+
+@pytest.fixture
+def hist(tmp_path):
+    with History(tmp_path / "h.sqlite3") as h:
+        yield h
+
+
+def test_round_trip_of_all_fields(hist):
+    rowid = hist.add(rec(3), time=T0)
+    hist.add(rec(4, frame=None), time=T0 + timedelta(seconds=1))
+    assert isinstance(rowid, int)
+    older = hist.entries()[1]
+    assert older == HistoryEntry(
+        id=rowid,
+        time="2026-11-27T10:31:02Z",
+        path="/data/scan3.dcm",
+        frame=3,
+        sop_instance_uid="1.2.826.0.1.3",
+        pixel_sha256="0000000000000003",
+        label="COVID",
+        p_covid=0.128,
+        model="ct-resnet50 1.1.0",
+    )
+    assert hist.entries()[0].frame is None
+
+
+def test_time_is_utc_seconds(hist):
+    cet = timezone(timedelta(hours=1))
+    hist.add(rec(), time=datetime(2026, 11, 27, 11, 31, 2, 987654, tzinfo=cet))
+    assert hist.entries()[0].time == "2026-11-27T10:31:02Z"
+    hist.add(rec())  # default: now
+    stamp = hist.entries()[0].time
+    assert datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")  # well formed
+
+
+def test_records_with_an_error_are_skipped(hist):
+    assert hist.add(Record("/data/bad.dcm", error="not a DICOM file", model="m")) is None
+    assert hist.add_many([rec(1), Record("/data/bad.dcm", error="unreadable"), rec(2)]) == 2
+    assert len(hist) == 2
+    assert {e.path for e in hist.entries()} == {"/data/scan1.dcm", "/data/scan2.dcm"}
+
+
+def test_newest_first(hist):
+    hist.add(rec(1), time=T0 + timedelta(minutes=5))
+    hist.add(rec(2), time=T0)
+    hist.add(rec(3), time=T0 + timedelta(minutes=10))
+    hist.add_many([rec(4), rec(5)], time=T0 + timedelta(minutes=10))  # same second: later id first
+    assert [e.frame for e in hist.entries()] == [5, 4, 3, 1, 2]
+    assert [e.frame for e in hist.entries(limit=2)] == [5, 4]
+    assert hist.entries(limit=0) == []
+
+
+def test_clear(hist):
+    hist.add_many(rec(i) for i in range(5))
+    assert len(hist) == 5
+    hist.clear()
+    assert len(hist) == 0 and hist.entries() == []
+    hist.add(rec())
+    assert len(hist) == 1
+
+
+def test_export_csv(hist, tmp_path):
+    hist.add(rec(0), time=T0)
+    hist.add(rec(7, frame=None, sop_instance_uid='1.2,"3"'), time=T0 + timedelta(seconds=1))
+    dest = tmp_path / "out" / "history.csv"
+    dest.parent.mkdir()
+    dest.write_text("old content")
+    assert hist.export_csv(dest) == 2
+    with open(dest, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["time", "path", "frame", "sop_instance_uid", "label", "p_covid", "model", "pixel_sha256"]
+    assert rows[1] == [
+        "2026-11-27T10:31:03Z", "/data/scan7.dcm", "", '1.2,"3"', "COVID", "0.1320", "ct-resnet50 1.1.0",
+        "0000000000000007",
+    ]
+    assert rows[2] == [
+        "2026-11-27T10:31:02Z", "/data/scan0.dcm", "1", "1.2.826.0.1.0", "non-COVID", "0.1250", "ct-resnet50 1.1.0",
+        "0000000000000000",
+    ]
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["history.csv"]  # no temp file left
+    # a chosen subset
+    assert hist.export_csv(dest, hist.entries()[1:]) == 1
+    with open(dest, newline="", encoding="utf-8") as f:
+        assert [r[1] for r in csv.reader(f)] == ["path", "/data/scan0.dcm"]
+
+
+def test_reopen_keeps_the_data(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    with History(path) as h:
+        h.add_many([rec(1), rec(2)], time=T0)
+        before = h.entries()
+    with History(path) as h:
+        assert h.entries() == before
+        assert h.path == path
+
+
+def test_wal_and_schema_version(hist):
+    db = sqlite3.connect(hist.path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == History.SCHEMA_VERSION == 1
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"predictions_time", "predictions_pixel_sha256"} <= indexes
+    finally:
+        db.close()
+
+
+def test_newer_schema_version_is_refused(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    History(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {History.SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(HistoryError, match="newer") as exc:
+        History(path)
+    assert str(path) in str(exc.value)
+
+
+def test_garbage_file_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    garbage = b"this is not a database, it is a shopping list\n" * 100
+    path.write_bytes(garbage)
+    with pytest.raises(HistoryError) as exc:
+        History(path)
+    assert str(path) in str(exc.value)
+    assert path.read_bytes() == garbage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.sqlite3"]
+
+
+def test_default_path_honours_ctviewer_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTVIEWER_DATA_DIR", str(tmp_path / "data"))
+    assert default_history_path() == tmp_path / "data" / "history.sqlite3"
+    with History() as h:  # creates the directory
+        assert h.path == tmp_path / "data" / "history.sqlite3"
+    assert h.path.is_file()
+    monkeypatch.delenv("CTVIEWER_DATA_DIR")
+    assert default_history_path().name == "history.sqlite3"
+    assert "ctviewer" in str(default_history_path()).lower()
+
+
+def test_closed_history_raises(tmp_path):
+    h = History(tmp_path / "h.sqlite3")
+    h.close()
+    h.close()  # idempotent
+    with pytest.raises(HistoryError):
+        h.add(rec())
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from ctviewer.batch import Record
+    from ctviewer.history import History
+
+    h = History(sys.argv[1])
+    i = 0
+    while True:
+        r = Record(f"/data/crash{sys.argv[2]}-{i}.dcm", i, f"1.2.{i}", "COVID", 0.5, "", "ct-resnet50 1.1.0",
+                   f"{i:016x}")
+        h.add(r)
+        h.add_many([r] * 20)
+        if i == 0:
+            print("committed", flush=True)
+        i += 1
+    """
+)
+
+
+def test_survives_a_killed_writer(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    previous = 0
+    for round_ in range(3):
+        cmd = [sys.executable, "-c", WRITER, str(path), str(round_)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        watchdog = threading.Timer(60, proc.kill)  # never hang the suite if the writer stalls
+        watchdog.start()
+        try:
+            assert proc.stdout.readline().strip() == "committed"
+            time.sleep(0.5)
+            assert proc.poll() is None, "the writer stopped by itself"
+        finally:
+            watchdog.cancel()
+            proc.kill()  # SIGKILL on POSIX: no cleanup, no checkpoint
+            proc.wait()
+            proc.stdout.close()
+
+        db = sqlite3.connect(path)
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            # whole transactions only: per path, the add (1 row) and maybe its add_many (20 rows)
+            partial = db.execute(
+                "SELECT path, count(*) FROM predictions WHERE path LIKE '/data/crash%' GROUP BY path "
+                "HAVING count(*) NOT IN (1, 21)"
+            ).fetchall()
+            assert partial == []
+            cut_between = db.execute(
+                "SELECT count(*) FROM (SELECT path FROM predictions WHERE path LIKE '/data/crash%' GROUP BY path "
+                "HAVING count(*) = 1)"
+            ).fetchone()[0]
+            assert cut_between <= round_ + 1  # only the last iteration of each writer can lack its add_many
+        finally:
+            db.close()
+        with History(path) as h:
+            entries = h.entries()
+            assert len(entries) == len(h) > previous
+            for e in entries:
+                assert None not in (e.id, e.time, e.path, e.frame, e.sop_instance_uid, e.pixel_sha256, e.label,
+                                    e.p_covid, e.model)
+                if e.path.startswith("/data/crash"):
+                    assert e.label == "COVID" and e.p_covid == 0.5 and e.model == "ct-resnet50 1.1.0"
+            new_id = h.add(rec(1))
+            assert new_id is not None and len(h) == len(entries) + 1
+            previous = len(h)
