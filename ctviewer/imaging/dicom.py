@@ -356,7 +356,8 @@ def _uid(ds: Dataset, keyword: str) -> str | None:
 
 
 _META_FIELDS = ("PatientID", "StudyDate", "Manufacturer", "ManufacturerModelName",
-                "SliceThickness", "ConvolutionKernel")
+                "SliceThickness", "ConvolutionKernel", "PatientName", "PatientBirthDate",
+                "StudyDescription", "InstitutionName", "SeriesNumber", "StudyTime")
 
 
 def _meta(ds: Dataset, ts_name: str) -> dict[str, str]:
