@@ -1,7 +1,10 @@
 """``ctviewer`` command line.
 
-``ctviewer``                      open the application (the GUI; until it exists,
-                                  classify the bundled sample slices)
+``ctviewer [PATH...]``            open the application (and PATH: files, folders,
+                                  DICOMDIRs); the first launch opens the samples
+``ctviewer --screenshot OUT.png [--heatmap] PATH``
+                                  open PATH in the real window, wait for the
+                                  prediction (and heatmap), save the window, exit
 ``ctviewer classify PATH...``     classify files, folders (recursive) and DICOMDIRs;
                                   one CSV row per slice (per frame)
 
@@ -127,12 +130,14 @@ def classify(argv: list[str]) -> int:
 
 
 def launch(argv: list[str]) -> int:
-    """The application.  Until the GUI lands, classify the bundled samples."""
-    from ctviewer.inference.model import resources_dir
-
-    samples = resources_dir() / "samples"
-    print("CT Viewer: the desktop window is not built yet; classifying the bundled sample slices.", file=sys.stderr)
-    return classify([str(samples), *argv])
+    """The desktop application (``ctviewer [PATH...] [--screenshot OUT.png [--heatmap]]``)."""
+    try:
+        from ctviewer.gui.app import run
+    except ImportError as exc:
+        print(f"ctviewer: the desktop application needs PySide6 ({exc}); install it with: pip install 'ctviewer[gui]'",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return run(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

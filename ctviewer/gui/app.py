@@ -1,0 +1,167 @@
+"""Starting the application: QApplication, settings, theme, icon, main window,
+and the ``--screenshot`` mode that saves the real window once the prediction
+is on screen (used for the README and for checking an installation).
+
+QSettings is set up once here (organisation and application names, INI
+format, so the same file layout on every platform); ``CTVIEWER_CONFIG_DIR``
+moves it (tests use a temporary folder).  The history lives in
+``ctviewer.history.default_history_path()`` (``CTVIEWER_DATA_DIR`` moves it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from PySide6.QtCore import QCoreApplication, QSettings, Qt, QTimer
+from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPalette
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+ORGANIZATION, APPLICATION = "CT Viewer", "ctviewer"
+SCREENSHOT_TIMEOUT_S = 300
+
+
+def configure_settings() -> None:
+    QCoreApplication.setOrganizationName(ORGANIZATION)
+    QCoreApplication.setApplicationName(APPLICATION)
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    folder = os.environ.get("CTVIEWER_CONFIG_DIR")
+    if folder:
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, folder)
+
+
+def apply_theme(name: str) -> None:
+    """"system" follows the platform; "light" and "dark" use Fusion with a fixed palette."""
+    app = QApplication.instance()
+    hints = QGuiApplication.styleHints()
+    scheme = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}.get(name, Qt.ColorScheme.Unknown)
+    if hasattr(hints, "setColorScheme"):
+        hints.setColorScheme(scheme)
+    if name == "system":
+        app.setPalette(app.style().standardPalette())
+        return
+    app.setStyle("Fusion")
+    pal = app.style().standardPalette()
+    if name == "dark":
+        colours = {
+            QPalette.ColorRole.Window: "#2b2b2b", QPalette.ColorRole.WindowText: "#e6e6e6",
+            QPalette.ColorRole.Base: "#1e1e1e", QPalette.ColorRole.AlternateBase: "#2f2f2f",
+            QPalette.ColorRole.Text: "#e6e6e6", QPalette.ColorRole.Button: "#353535",
+            QPalette.ColorRole.ButtonText: "#e6e6e6", QPalette.ColorRole.Highlight: "#2d6ca2",
+            QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.ToolTipBase: "#353535",
+            QPalette.ColorRole.ToolTipText: "#e6e6e6", QPalette.ColorRole.PlaceholderText: "#8a8a8a",
+        }
+        for role, colour in colours.items():
+            pal.setColor(role, QColor(colour))
+    app.setPalette(pal)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="ctviewer", description="CT Viewer: chest CT slices with an AI second opinion.")
+    ap.add_argument("paths", nargs="*", metavar="PATH", help="files, folders or DICOMDIRs to open")
+    ap.add_argument("--model", metavar="DIR", help="model package folder (default: the bundled model)")
+    ap.add_argument("--screenshot", metavar="OUT.png", help="open PATH, wait for the prediction, save the window, exit")
+    ap.add_argument("--heatmap", action="store_true", help="with --screenshot: wait for and show the heatmap too")
+    ap.add_argument("--size", default="1280x820", help="with --screenshot: window size WxH (default 1280x820)")
+    a = ap.parse_args(argv)
+    if a.heatmap and not a.screenshot:
+        ap.error("--heatmap goes with --screenshot")
+    if a.screenshot and not a.paths:
+        ap.error("--screenshot needs a PATH to open")
+    return a
+
+
+def run(argv: list[str]) -> int:
+    """The application's main loop; returns the exit status."""
+    a = _parse(argv)
+    t0 = time.perf_counter()
+    configure_settings()
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    from ctviewer.paths import icon_path
+
+    app.setWindowIcon(QIcon(str(icon_path())))
+    settings = QSettings()
+    apply_theme(str(settings.value("view/theme", "system")))
+
+    from ctviewer.history import History, HistoryError
+
+    from .main_window import MainWindow
+
+    try:
+        history = History()
+    except HistoryError as exc:
+        history = None
+        QMessageBox.warning(None, "CT Viewer", f"The prediction history cannot be used: {exc}\n"
+                            "Predictions will not be stored in this session.")
+    win = MainWindow(history=history, model_dir=a.model)
+    if a.screenshot:
+        return _screenshot(app, win, a)
+    win.show()
+    win.statusBar().showMessage(f"Window ready in {time.perf_counter() - t0:.2f} s", 5000)
+    if a.paths:
+        win.open_paths(a.paths)
+    elif not settings.value("files/samples_offered", False, type=bool):
+        settings.setValue("files/samples_offered", True)
+        win.open_samples()  # first launch: show the product working on the bundled samples
+    else:
+        win.viewer.set_placeholder("Open files or a folder (Ctrl+O, Ctrl+Shift+O), drop them here,\n"
+                                   "or File → Open the sample slices")
+    code = app.exec()
+    if history is not None:
+        history.close()
+    return code
+
+
+def _screenshot(app: QApplication, win, a: argparse.Namespace) -> int:
+    """Open ``a.paths``, wait for the prediction (and heatmap), save the window, exit."""
+    state = {"code": 1, "message": "timed out waiting for the prediction"}
+    w, _, h = a.size.partition("x")
+    win.resize(int(w), int(h))
+    win.show()
+
+    def finish(code: int, message: str = "") -> None:
+        state.update(code=code, message=message)
+        app.exit(code)
+
+    def capture() -> None:
+        if a.heatmap and not win.viewer.has_heatmap():
+            return
+        if win.prediction_panel.prediction_text() in ("", "—"):
+            return
+        QTimer.singleShot(200, save)
+
+    def save() -> None:
+        app.processEvents()
+        ok = win.grab().save(a.screenshot)
+        finish(0 if ok else 1, "" if ok else f"could not write {a.screenshot}")
+
+    def opened(n_series: int, _n_refused: int) -> None:
+        if n_series == 0:
+            finish(1, "nothing that can be shown was found in " + ", ".join(a.paths))
+        elif a.heatmap:
+            win.set_heatmap(True)
+
+    def refused() -> None:
+        key = win.current_hash()
+        if key in win.refusals:
+            finish(1, f"the slice was not classified: {win.refusals[key]}")
+        elif key in win.heatmap_errors:
+            finish(1, f"no heatmap: {win.heatmap_errors[key]}")
+
+    win.predictionShown.connect(lambda *_: capture())
+    win.heatmapShown.connect(capture)
+    win.opened.connect(opened)
+    win.modelFailed.connect(lambda msg: finish(1, f"cannot use the model: {msg}"))
+    win.worker.refused.connect(lambda *_: QTimer.singleShot(0, refused))
+    win.worker.explain_failed.connect(lambda *_: QTimer.singleShot(0, refused))
+    QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, lambda: finish(1, state["message"]))
+    win.open_paths(a.paths)
+    app.exec()
+    win.close()
+    if state["code"] != 0:
+        print(f"ctviewer --screenshot: {state['message']}", file=sys.stderr)
+    else:
+        print(f"saved {a.screenshot}", file=sys.stderr)
+    return state["code"]

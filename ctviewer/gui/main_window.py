@@ -1,0 +1,593 @@
+"""The main window: viewer in the middle, series and tags on the left, the
+model's opinion on the right, the history below.
+
+State lives here and nowhere else: the open series, the slice on screen, the
+display window (preset or dragged), and the caches of predictions (by pixel
+hash), refusals and heatmaps.  Work goes to ``workers``; results come back as
+signals and are shown only if they concern what is on screen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+from PySide6.QtCore import QSettings, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ctviewer.imaging import PRESETS, Series, Slice
+from ctviewer.imaging.tags import annotations
+from ctviewer.paths import samples_dir
+
+from .history_view import HistoryPanel
+from .panels import PredictionPanel, SeriesPanel, TagPanel
+from .viewer import ZOOM_STEP, SliceView
+from .workers import EXPLAIN, PREDICT, InferenceThread, ModelTask, OpenTask, Opened
+
+RECENT_MAX = 10
+HEATMAP_CACHE = 16
+RASTER_WINDOW = (127.5, 255.0)  # PNG/JPEG grey levels shown as stored
+PRESET_KEYS = (("lung", "1"), ("mediastinum", "2"), ("bone", "3"), ("file", "4"))
+
+SHORTCUTS = (
+    ("Ctrl+O / Ctrl+Shift+O / Ctrl+D", "Open files / folder / DICOMDIR"),
+    ("Up, Down, mouse wheel", "Previous / next slice"),
+    ("Page Up / Page Down", "10 slices back / forward"),
+    ("Home / End", "First / last slice"),
+    ("Ctrl+wheel, + / −", "Zoom"),
+    ("F", "Fit to window"),
+    ("Left or middle drag", "Pan"),
+    ("Right drag", "Window (horizontal) and level (vertical)"),
+    ("1 / 2 / 3 / 4", "Lung / mediastinum / bone / the file's own window"),
+    ("H", "Heatmap overlay on/off"),
+    ("I", "Hide identifying text"),
+    ("F1", "This list"),
+)
+
+
+class MainWindow(QMainWindow):
+    predictionShown = Signal(str, float)  # label, p_covid of the slice on screen
+    heatmapShown = Signal()
+    modelReady = Signal()
+    modelFailed = Signal(str)
+    opened = Signal(int, int)  # series, refused files
+    sliceShown = Signal(int, int)  # series index, slice index
+
+    def __init__(self, history=None, model_dir: str | None = None, load_model: bool = True):
+        super().__init__()
+        self.setWindowTitle("CT Viewer")
+        self.setAcceptDrops(True)
+        self.settings = QSettings()
+        self.history = history
+        self.classifier = None
+        self.model_error = ""
+        self.series: list[Series] = []
+        self.hashes: dict[Slice, str] = {}
+        self.current = (-1, -1)
+        self.predictions: dict[str, tuple[float, str]] = {}
+        self.refusals: dict[str, str] = {}
+        self.heatmaps: OrderedDict[str, object] = OrderedDict()
+        self.heatmap_errors: dict[str, str] = {}
+        self.preset = self.settings.value("view/preset", "lung")
+        self.custom: dict[bool, tuple[float, float] | None] = {True: None, False: None}
+        self._open_token = 0
+        self._select_after_open: tuple[str, int | None] | None = None
+        self.last_refused: list = []
+        self._tasks: set = set()  # running QRunnables: their signal objects must outlive run()
+
+        self._build_central()
+        self._build_docks()
+        self._build_actions()
+        self._build_status()
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 820)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+
+        self.worker = InferenceThread(self)
+        self.worker.history = history
+        self.worker.predicted.connect(self._on_predicted)
+        self.worker.refused.connect(self._on_refused)
+        self.worker.explained.connect(self._on_explained)
+        self.worker.explain_failed.connect(self._on_explain_failed)
+        self.worker.history_failed.connect(lambda msg: self.statusBar().showMessage(f"History not saved: {msg}", 10000))
+        self.worker.start()
+        self.pool = QThreadPool.globalInstance()
+        if load_model:
+            self.load_model(model_dir)
+
+    # --- construction ------------------------------------------------------
+    def _build_central(self) -> None:
+        self.viewer = SliceView()
+        self.viewer.scrolled.connect(self.step)
+        self.viewer.hovered.connect(lambda text: self.hover_label.setText(text))
+        self.viewer.windowChanged.connect(self._on_window_dragged)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setEnabled(False)
+        self.slider.valueChanged.connect(lambda v: self.show_slice(self.current[0], v))
+        central = QWidget()
+        lay = QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.viewer, 1)
+        lay.addWidget(self.slider)
+        self.setCentralWidget(central)
+
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title.replace(" ", "_"))
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_docks(self) -> None:
+        self.series_panel = SeriesPanel()
+        self.series_panel.seriesSelected.connect(lambda i: self.show_slice(i, 0))
+        self.tag_panel = TagPanel()
+        self.prediction_panel = PredictionPanel()
+        self.prediction_panel.aboutRequested.connect(self.show_model_card)
+        self.prediction_panel.heatmapToggled.connect(self.set_heatmap)
+        self.prediction_panel.opacityChanged.connect(self._on_opacity)
+        opacity = float(self.settings.value("view/heatmap_opacity", 0.5))
+        self.prediction_panel.opacity.setValue(int(round(opacity * 100)))
+        self.history_panel = HistoryPanel(self.history)
+        self.history_panel.reopenRequested.connect(self.reopen)
+        left = Qt.DockWidgetArea.LeftDockWidgetArea
+        self.series_dock = self._dock("Series", self.series_panel, left)
+        self.tags_dock = self._dock("DICOM tags", self.tag_panel, left)
+        self.tabifyDockWidget(self.series_dock, self.tags_dock)
+        self.series_dock.raise_()
+        self.tags_dock.visibilityChanged.connect(lambda _v: self._update_tags())
+        self.prediction_dock = self._dock("Model", self.prediction_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.history_dock = self._dock("History", self.history_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.resizeDocks([self.history_dock], [170], Qt.Orientation.Vertical)
+        self.resizeDocks([self.series_dock, self.prediction_dock], [230, 260], Qt.Orientation.Horizontal)
+
+    def _action(self, text: str, slot, shortcut=None, checkable=False, menu=None) -> QAction:
+        act = QAction(text, self)
+        if shortcut:
+            act.setShortcuts([QKeySequence(s) for s in (shortcut if isinstance(shortcut, list) else [shortcut])])
+        act.setCheckable(checkable)
+        act.triggered.connect(slot)
+        self.addAction(act)  # shortcuts work with the menu bar hidden too
+        if menu is not None:
+            menu.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        mb = self.menuBar()
+        f = mb.addMenu("&File")
+        self._action("Open &files…", self.open_files_dialog, "Ctrl+O", menu=f)
+        self._action("Open f&older…", self.open_folder_dialog, "Ctrl+Shift+O", menu=f)
+        self._action("Open &DICOMDIR…", self.open_dicomdir_dialog, "Ctrl+D", menu=f)
+        self.recent_menu = f.addMenu("Open &recent")
+        self._action("Open the &sample slices", self.open_samples, menu=f)
+        f.addSeparator()
+        self._action("E&xport history as CSV…", lambda: self.history_panel.export_csv(), menu=f)
+        f.addSeparator()
+        self._action("&Quit", self.close, QKeySequence.StandardKey.Quit, menu=f)
+
+        v = mb.addMenu("&View")
+        tb = self.addToolBar("Window presets")
+        tb.setObjectName("presets")
+        group = QActionGroup(self)
+        self.preset_actions = {}
+        for name, key in PRESET_KEYS:
+            title = "File's own" if name == "file" else name.capitalize()
+            act = self._action(title, lambda _c=False, n=name: self.set_preset(n), key, checkable=True, menu=v)
+            act.setToolTip(f"{title} window ({key})")
+            group.addAction(act)
+            tb.addAction(act)
+            self.preset_actions[name] = act
+        if self.preset in self.preset_actions:
+            self.preset_actions[self.preset].setChecked(True)
+        v.addSeparator()
+        self._action("Zoom &in", lambda: self.viewer.zoom(ZOOM_STEP), ["+", "="], menu=v)
+        self._action("Zoom &out", lambda: self.viewer.zoom(1 / ZOOM_STEP), "-", menu=v)
+        self._action("&Fit to window", self.viewer.fit, "F", menu=v)
+        tb.addSeparator()
+        self.heatmap_action = self._action("&Heatmap", lambda on: self.set_heatmap(on), "H", checkable=True, menu=v)
+        tb.addAction(self.heatmap_action)
+        self.anon_action = self._action("Hide &identifying text", self.set_hide_identifying, "I", checkable=True, menu=v)
+        self.anon_action.setChecked(self.settings.value("view/hide_identifying", False, type=bool))
+        tb.addAction(self.anon_action)
+        self.annot_action = self._action("Corner &annotations", self.viewer.set_annotations_visible, checkable=True, menu=v)
+        self.annot_action.setChecked(True)
+        theme = v.addMenu("&Theme")
+        tgroup = QActionGroup(self)
+        current_theme = self.settings.value("view/theme", "system")
+        for name in ("system", "light", "dark"):
+            act = self._action(name.capitalize() if name != "system" else "Follow the system",
+                               lambda _c=False, n=name: self.set_theme(n), checkable=True, menu=theme)
+            act.setChecked(name == current_theme)
+            tgroup.addAction(act)
+        v.addSeparator()
+        for dock in (self.series_dock, self.tags_dock, self.prediction_dock, self.history_dock):
+            v.addAction(dock.toggleViewAction())
+        nav = (("Previous slice", lambda: self.step(-1), ["Up", "Left"]), ("Next slice", lambda: self.step(1), ["Down", "Right"]),
+               ("Back 10", lambda: self.step(-10), "PgUp"), ("Forward 10", lambda: self.step(10), "PgDown"),
+               ("First slice", lambda: self.step(-10**6), "Home"), ("Last slice", lambda: self.step(10**6), "End"))
+        for text, slot, key in nav:
+            self._action(text, slot, key)
+
+        m = mb.addMenu("&Model")
+        self.about_model_action = self._action("&About the model…", self.show_model_card, menu=m)
+        h = mb.addMenu("&Help")
+        self._action("&Keyboard shortcuts", self.show_shortcuts, "F1", menu=h)
+        self._action("&About CT Viewer", self.show_about, menu=h)
+        self._rebuild_recent()
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.model_label = QLabel("Loading the model…")
+        self.slice_label = QLabel("")
+        self.hover_label = QLabel("")
+        sb.addWidget(self.slice_label, 1)
+        sb.addPermanentWidget(self.hover_label)
+        sb.addPermanentWidget(self.model_label)
+
+    # --- the model ---------------------------------------------------------
+    def load_model(self, folder: str | None = None) -> None:
+        self.model_label.setText("Loading the model (TensorFlow)…")
+        task = ModelTask(folder)
+        task.signals.loaded.connect(self._on_model_loaded)
+        task.signals.failed.connect(self._on_model_failed)
+        self._start(task)
+
+    def _start(self, task) -> None:
+        """Run a QRunnable on the pool, keeping it (and its signals) alive until it reports."""
+        self._tasks.add(task)
+        for name in ("finished", "loaded", "failed"):
+            sig = getattr(task.signals, name, None)
+            if sig is not None:
+                sig.connect(lambda *_a, t=task: self._tasks.discard(t))
+        task.setAutoDelete(False)
+        self.pool.start(task)
+
+    def _on_model_loaded(self, clf, seconds: float) -> None:
+        self.classifier = clf
+        self.model_label.setText(f"Model {clf.card.title} ready ({seconds:.1f} s)")
+        self.prediction_panel.set_model(clf.card.title, clf.card.threshold)
+        self.worker.set_classifier(clf)
+        self.modelReady.emit()
+        self._request_current()
+
+    def _on_model_failed(self, message: str) -> None:
+        self.model_error = message
+        self.model_label.setText("Model unavailable")
+        self.prediction_panel.set_model(None, error=message)
+        self.prediction_panel.clear("No predictions: the model could not be loaded.")
+        self.statusBar().showMessage(f"Model unavailable: {message}")
+        self.modelFailed.emit(message)
+
+    def show_model_card(self) -> None:
+        if self.classifier is None:
+            QMessageBox.information(self, "CT Viewer", self.model_error or "The model is still loading.")
+            return
+        from .model_card import ModelCardDialog
+
+        ModelCardDialog(self.classifier.card, self.classifier.folder, self).exec()
+
+    # --- opening -----------------------------------------------------------
+    def open_paths(self, paths: list[str], select: tuple[str, int | None] | None = None) -> None:
+        paths = [os.fspath(p) for p in paths]
+        missing = [p for p in paths if not os.path.exists(p)]
+        for p in missing:
+            paths.remove(p)
+        if missing:
+            self._report_refused([(p, "no such file or folder") for p in missing])
+        if not paths:
+            self.opened.emit(0, len(missing))
+            return
+        self._open_token += 1
+        token = self._open_token
+        self._select_after_open = select
+        self.statusBar().showMessage(f"Opening {', '.join(os.path.basename(p.rstrip(os.sep)) or p for p in paths)}…")
+        task = OpenTask(paths)
+        task.signals.finished.connect(lambda result, t=token: self._on_opened(result, t))
+        self._start(task)
+        for p in paths:
+            self._add_recent(p)
+        self.settings.setValue("files/last_folder", os.path.dirname(os.path.abspath(paths[0])))
+
+    def _on_opened(self, result: Opened, token: int) -> None:
+        if token != self._open_token:
+            return  # a newer open request superseded this one
+        self.statusBar().clearMessage()
+        if result.errors:
+            self._report_refused([(e.path, e.reason) for e in result.errors])
+        if not result.series:
+            self.opened.emit(0, len(result.errors))
+            return
+        self.worker.discard_pending()
+        self.series, self.hashes = result.series, result.hashes
+        self.series_panel.set_series(self.series)
+        self.current = (-1, -1)
+        si, index = 0, 0
+        if self._select_after_open:
+            path, frame = self._select_after_open
+            for i, ser in enumerate(self.series):
+                for j, s in enumerate(ser.slices):
+                    if os.path.samefile(s.path, path) and s.frame == frame:
+                        si, index = i, j
+        self.show_slice(si, index)
+        self.opened.emit(len(self.series), len(result.errors))
+
+    def _report_refused(self, items: list[tuple[str, str]]) -> None:
+        self.last_refused = items
+        lines = [f"{os.path.basename(p) or p}: {reason}" for p, reason in items]
+        box = QMessageBox(QMessageBox.Icon.Warning, "Some files were not opened",
+                          f"{len(items)} file(s) could not be opened; the rest is shown.", parent=self)
+        box.setInformativeText("\n".join(lines[:12]) + ("\n…" if len(lines) > 12 else ""))
+        box.setDetailedText("\n".join(f"{p}: {r}" for p, r in items))
+        box.setModal(False)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.show()
+        self.refused_box = box
+
+    def _dialog_dir(self) -> str:
+        return str(self.settings.value("files/last_folder", os.path.expanduser("~")))
+
+    def open_files_dialog(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Open slices", self._dialog_dir(),
+                                                "CT slices (*.dcm *.dicom *.ima *.png *.jpg *.jpeg);;All files (*)")
+        if files:
+            self.open_paths(files)
+
+    def open_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open folder", self._dialog_dir())
+        if folder:
+            self.open_paths([folder])
+
+    def open_dicomdir_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open DICOMDIR", self._dialog_dir(), "DICOMDIR (DICOMDIR DIRFILE);;All files (*)")
+        if path:
+            self.open_paths([path])
+
+    def open_samples(self) -> None:
+        self.open_paths([str(samples_dir())])
+
+    def reopen(self, path: str, frame) -> None:
+        self.open_paths([path], select=(path, frame))
+
+    def _add_recent(self, path: str) -> None:
+        recent = [p for p in self.recent_files() if p != os.path.abspath(path)]
+        self.settings.setValue("files/recent", [os.path.abspath(path), *recent][:RECENT_MAX])
+        self._rebuild_recent()
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("files/recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _rebuild_recent(self) -> None:
+        self.recent_menu.clear()
+        for p in self.recent_files():
+            act = self.recent_menu.addAction(p)
+            act.triggered.connect(lambda _c=False, path=p: self.open_paths([path]))
+        self.recent_menu.setEnabled(bool(self.recent_files()))
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_paths(paths)
+            event.acceptProposedAction()
+
+    # --- navigation and display --------------------------------------------
+    def current_slice(self) -> Slice | None:
+        si, i = self.current
+        return self.series[si].slices[i] if 0 <= si < len(self.series) else None
+
+    def step(self, delta: int) -> None:
+        si, i = self.current
+        if si < 0:
+            return
+        self.show_slice(si, max(0, min(len(self.series[si]) - 1, i + delta)))
+
+    def window_for(self, s: Slice) -> tuple[float, float]:
+        custom = self.custom[s.is_hu]
+        if self.preset == "custom" and custom:
+            return custom
+        if not s.is_hu:
+            return RASTER_WINDOW
+        if self.preset in PRESETS:
+            return PRESETS[self.preset]
+        if s.window:
+            return s.window
+        return PRESETS["lung"]
+
+    def show_slice(self, si: int, index: int) -> None:
+        if not (0 <= si < len(self.series)):
+            return
+        ser = self.series[si]
+        index = max(0, min(len(ser) - 1, index))
+        new_series = si != self.current[0]
+        if (si, index) == self.current:
+            return
+        self.current = (si, index)
+        s = ser.slices[index]
+        self.viewer.set_slice(s, *self.window_for(s))
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, len(ser) - 1)
+        self.slider.setValue(index)
+        self.slider.setEnabled(len(ser) > 1)
+        self.slider.blockSignals(False)
+        self.series_panel.select(si)
+        self._update_annotations()
+        self._update_tags()
+        self.slice_label.setText(f"{ser.label} — slice {index + 1}/{len(ser)} — {s.label}")
+        self._show_cached_prediction()
+        self._request_current(new_series)
+        self.sliceShown.emit(si, index)
+
+    def _update_annotations(self) -> None:
+        s = self.current_slice()
+        if s is None:
+            return
+        si, i = self.current
+        self.viewer.set_annotations(annotations(s, i, len(self.series[si]), self.viewer.window(),
+                                                hide_identifying=self.anon_action.isChecked()))
+
+    def _update_tags(self) -> None:
+        if self.tags_dock.isVisible():
+            s = self.current_slice()
+            self.tag_panel.show_file(s.path if s else None, self.anon_action.isChecked())
+
+    def set_preset(self, name: str) -> None:
+        self.preset = name
+        if name in self.preset_actions:
+            self.preset_actions[name].setChecked(True)
+            self.settings.setValue("view/preset", name)
+        s = self.current_slice()
+        if s is not None:
+            self.viewer.set_window(*self.window_for(s))
+            self._update_annotations()
+
+    def _on_window_dragged(self, center: float, width: float) -> None:
+        s = self.current_slice()
+        if s is None:
+            return
+        self.custom[s.is_hu] = (center, width)
+        self.preset = "custom"
+        for act in self.preset_actions.values():
+            act.setChecked(False)
+        self._update_annotations()
+
+    def set_hide_identifying(self, on: bool) -> None:
+        self.anon_action.setChecked(on)
+        self.settings.setValue("view/hide_identifying", bool(on))
+        self._update_annotations()
+        self._update_tags()
+
+    def set_theme(self, name: str) -> None:
+        from .app import apply_theme
+
+        self.settings.setValue("view/theme", name)
+        apply_theme(name)
+
+    # --- predictions -------------------------------------------------------
+    def current_hash(self) -> str | None:
+        s = self.current_slice()
+        return self.hashes.get(s) if s is not None else None
+
+    def _request_current(self, whole_series: bool = True) -> None:
+        """Classify the slice on screen first, then the rest of its series."""
+        s, key = self.current_slice(), self.current_hash()
+        if s is None or key is None or self.classifier is None:
+            return
+        if whole_series:
+            for other in self.series[self.current[0]].slices:
+                k = self.hashes[other]
+                if k not in self.predictions and k not in self.refusals:
+                    self.worker.request(PREDICT, k, other)
+        if key not in self.predictions and key not in self.refusals:
+            self.worker.request(PREDICT, key, s, urgent=True)
+        if self.heatmap_action.isChecked() and key not in self.heatmaps and key not in self.heatmap_errors:
+            self.worker.request(EXPLAIN, key, s, urgent=True)
+
+    def _show_cached_prediction(self) -> None:
+        key = self.current_hash()
+        threshold = self.classifier.card.threshold if self.classifier else 0.5
+        if key in self.predictions:
+            p, label = self.predictions[key]
+            self.prediction_panel.show_prediction(label, p, threshold)
+            self.predictionShown.emit(label, p)
+        elif key in self.refusals:
+            self.prediction_panel.clear(f"Not classified: {self.refusals[key]}")
+        elif self.classifier is None:
+            self.prediction_panel.clear(self.model_error and "No predictions: the model could not be loaded."
+                                        or "Waiting for the model to load…")
+        else:
+            self.prediction_panel.clear("Classifying…")
+        self._show_cached_heatmap()
+
+    def _on_predicted(self, key: str, s: Slice, p: float, label: str, entry=None) -> None:
+        self.predictions[key] = (p, label)
+        if entry is not None:
+            self.history_panel.add(entry)
+        if key == self.current_hash():
+            self._show_cached_prediction()
+
+    def _on_refused(self, key: str, s: Slice, reason: str) -> None:
+        self.refusals[key] = reason
+        if key == self.current_hash():
+            self._show_cached_prediction()
+
+    # --- heatmap -----------------------------------------------------------
+    def set_heatmap(self, on: bool) -> None:
+        for w in (self.heatmap_action, self.prediction_panel.heatmap):
+            w.blockSignals(True)
+            w.setChecked(on)
+            w.blockSignals(False)
+        self.viewer.set_heatmap_visible(on)
+        if on:
+            self._request_current(False)
+        self._show_cached_heatmap()
+
+    def _on_opacity(self, opacity: float) -> None:
+        self.settings.setValue("view/heatmap_opacity", opacity)
+        self.viewer.set_heatmap_opacity(opacity)
+
+    def _show_cached_heatmap(self) -> None:
+        key = self.current_hash()
+        state = self.prediction_panel.heatmap_state
+        if not self.heatmap_action.isChecked():
+            state.setText("")
+            return
+        if key in self.heatmaps:
+            if not self.viewer.has_heatmap():
+                self.viewer.set_heatmap(self.heatmaps[key])
+            state.setText("Grad-CAM of the COVID score, last convolutional block.")
+            self.heatmapShown.emit()
+        elif key in self.heatmap_errors:
+            state.setText(f"No heatmap: {self.heatmap_errors[key]}")
+        else:
+            state.setText("Computing the heatmap…")
+
+    def _on_explained(self, key: str, cam) -> None:
+        self.heatmaps[key] = cam
+        self.heatmaps.move_to_end(key)
+        while len(self.heatmaps) > HEATMAP_CACHE:
+            self.heatmaps.popitem(last=False)
+        if key == self.current_hash():
+            self._show_cached_heatmap()
+
+    def _on_explain_failed(self, key: str, reason: str) -> None:
+        self.heatmap_errors[key] = reason
+        if key == self.current_hash():
+            self._show_cached_heatmap()
+
+    # --- help and closing --------------------------------------------------
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in SHORTCUTS)
+        QMessageBox.information(self, "Keyboard shortcuts", f"<table cellpadding='3'>{rows}</table>")
+
+    def show_about(self) -> None:
+        from ctviewer import __version__
+
+        QMessageBox.about(self, "About CT Viewer",
+                          f"<b>CT Viewer {__version__}</b><p>Chest CT slices with an AI second opinion.</p>"
+                          "<p>Research use only, not for diagnosis.</p>")
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.sync()
+        self.worker.stop()
+        super().closeEvent(event)

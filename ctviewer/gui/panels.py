@@ -1,0 +1,228 @@
+"""Side panels: the model's opinion, the series list, the DICOM tag browser."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ctviewer.imaging import Series
+
+
+class ColorLegend(QWidget):
+    """The heatmap's colour scale: low (transparent blue) to high (red) contribution."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumHeight(34)
+        ramp = cv2.applyColorMap(np.linspace(0, 255, 11).astype(np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+        self._stops = [QColor(int(r), int(g), int(b)) for r, g, b in ramp]
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        p = QPainter(self)
+        bar = self.rect().adjusted(2, 2, -2, -18)
+        grad = QLinearGradient(bar.left(), 0, bar.right(), 0)
+        for i, c in enumerate(self._stops):
+            grad.setColorAt(i / (len(self._stops) - 1), c)
+        p.fillRect(bar, grad)
+        p.setPen(self.palette().text().color())
+        y = self.height() - 4
+        p.drawText(2, y, "low")
+        p.drawText(self.width() // 2 - 40, y, "contribution")
+        p.drawText(self.width() - p.fontMetrics().horizontalAdvance("high") - 2, y, "high")
+
+
+class PredictionPanel(QWidget):
+    """Label, p(COVID) as a bar, confidence, threshold, model; heatmap controls."""
+
+    aboutRequested = Signal()
+    heatmapToggled = Signal(bool)
+    opacityChanged = Signal(float)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.label = QLabel("—")
+        f = QFont(self.label.font())
+        f.setPointSizeF(f.pointSizeF() * 1.8)
+        f.setBold(True)
+        self.label.setFont(f)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setTextVisible(True)
+        self.bar.setFormat("p(COVID) —")
+        self.detail = QLabel("")
+        self.detail.setWordWrap(True)
+        self.model = QLabel("Model: loading…")
+        self.model.setWordWrap(True)
+        self.about = QPushButton("About the model…")
+        self.about.clicked.connect(self.aboutRequested)
+        self.heatmap = QCheckBox("Heatmap (H)")
+        self.heatmap.toggled.connect(self.heatmapToggled)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(50)
+        self.opacity.valueChanged.connect(lambda v: self.opacityChanged.emit(v / 100.0))
+        self.heatmap_state = QLabel("")
+        self.heatmap_state.setWordWrap(True)
+        self.legend = ColorLegend()
+        note = QLabel("Research use only, not for diagnosis.")
+        note.setWordWrap(True)
+        note.setStyleSheet("color: gray")
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.label)
+        lay.addWidget(self.bar)
+        lay.addWidget(self.detail)
+        lay.addSpacing(8)
+        lay.addWidget(self.heatmap)
+        form = QFormLayout()
+        form.addRow("Opacity", self.opacity)
+        lay.addLayout(form)
+        lay.addWidget(self.legend)
+        lay.addWidget(self.heatmap_state)
+        lay.addSpacing(8)
+        lay.addWidget(self.model)
+        lay.addWidget(self.about)
+        lay.addWidget(note)
+        lay.addStretch(1)
+        self.clear("No slice")
+
+    def set_model(self, title: str | None, threshold: float | None = None, error: str = "") -> None:
+        self._threshold = threshold
+        if error:
+            self.model.setText(f"Model unavailable: {error}")
+        elif title is None:
+            self.model.setText("Model: loading…")
+        else:
+            self.model.setText(f"Model: {title}\nDecision threshold: p(COVID) ≥ {threshold:.2f}")
+        self.about.setEnabled(title is not None)
+
+    def clear(self, text: str) -> None:
+        self.label.setText("—")
+        self.label.setStyleSheet("")
+        self.bar.setValue(0)
+        self.bar.setFormat("p(COVID) —")
+        self.detail.setText(text)
+
+    def show_prediction(self, label: str, p: float, threshold: float) -> None:
+        positive = p >= threshold
+        self.label.setText(label)
+        self.label.setStyleSheet("color: #c0392b" if positive else "color: #2e86c1")
+        self.bar.setValue(int(round(p * 1000)))
+        self.bar.setFormat(f"p(COVID) {p:.2f}")
+        confidence = p if positive else 1.0 - p
+        self.detail.setText(
+            f"Calibrated confidence in “{label}”: {confidence:.0%}.\n"
+            f"Slices are called COVID at p(COVID) ≥ {threshold:.2f}."
+        )
+
+    def prediction_text(self) -> str:
+        return self.label.text()
+
+
+class SeriesPanel(QListWidget):
+    """The open series; selecting one shows it."""
+
+    seriesSelected = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.currentRowChanged.connect(lambda row: row >= 0 and self.seriesSelected.emit(row))
+
+    def set_series(self, series: list[Series]) -> None:
+        self.blockSignals(True)
+        self.clear()
+        for s in series:
+            item = QListWidgetItem(s.label)
+            first = s.slices[0]
+            item.setToolTip(f"{first.path}\n{len(s)} slice(s)\n{s.uid}")
+            self.addItem(item)
+        self.blockSignals(False)
+
+    def select(self, row: int) -> None:
+        self.blockSignals(True)
+        self.setCurrentRow(row)
+        self.blockSignals(False)
+
+
+class TagPanel(QWidget):
+    """Searchable DICOM tags of the slice on screen (headers only, read on demand)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Filter tags (name, keyword, tag or value)")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self._filter)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["Tag", "Name", "VR", "Value"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.message = QLabel("")
+        lay = QVBoxLayout(self)
+        row = QHBoxLayout()
+        row.addWidget(self.search)
+        lay.addLayout(row)
+        lay.addWidget(self.table)
+        lay.addWidget(self.message)
+        self._path: str | None = None
+        self._hide = False
+
+    def show_file(self, path: str | None, hide_identifying: bool = False) -> None:
+        if path == self._path and hide_identifying == self._hide:
+            return
+        self._path, self._hide = path, hide_identifying
+        self.table.setRowCount(0)
+        self.message.setText("")
+        if path is None:
+            return
+        from ctviewer.imaging import ImagingError
+        from ctviewer.imaging.tags import read_tags
+
+        try:
+            rows = read_tags(path)
+        except ImagingError as exc:
+            self.message.setText(str(exc))
+            return
+        if not rows:
+            self.message.setText("Not a DICOM file: no tags.")
+        self.table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            value = "(hidden)" if hide_identifying and r.identifying else r.value
+            items = [r.tag, "  " * r.depth + (r.name or r.keyword), r.vr, value]
+            for j, text in enumerate(items):
+                item = QTableWidgetItem(text)
+                if j == 3:
+                    item.setToolTip(text)
+                item.setData(Qt.ItemDataRole.UserRole, f"{r.tag} {r.keyword} {r.name} {value}".lower())
+                self.table.setItem(i, j, item)
+        self.table.resizeColumnsToContents()
+        self._filter(self.search.text())
+
+    def _filter(self, text: str) -> None:
+        needle = text.strip().lower()
+        for i in range(self.table.rowCount()):
+            hay = self.table.item(i, 0).data(Qt.ItemDataRole.UserRole)
+            self.table.setRowHidden(i, bool(needle) and needle not in hay)
+
+    def visible_rows(self) -> int:
+        return sum(not self.table.isRowHidden(i) for i in range(self.table.rowCount()))
