@@ -100,10 +100,10 @@ def test_image_size_does_not_move_the_prediction(clf, sample, scale, tmp_path):
     assert abs(p_covid(clf, out) - p_covid(clf, sample)) <= TOL_RESIZE
 
 
-def test_launch_classifies_every_bundled_sample(capsys):
+def test_classify_handles_every_bundled_sample(capsys):
     from ctviewer.cli import main
 
-    code = main([])
+    code = main(["classify", str(SAMPLES)])
     rows = [r for r in capsys.readouterr().out.strip().splitlines()[1:] if r]
     assert code == 0
     assert len(rows) == len(list(SAMPLES.glob("*.png"))) + len(list(SAMPLES.glob("*.dcm")))
