@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from ctviewer.imaging import ImagingError
-from ctviewer.imaging.preprocess import PreprocessParams, chest_box, crop_resize, display8, to_model_input
+from ctviewer.imaging.preprocess import (
+    PreprocessParams,
+    chest_box,
+    crop_resize,
+    display8,
+    heatmap_to_slice,
+    model_input_and_box,
+    to_model_input,
+)
 from ctviewer.imaging.raster import read_raster, to_grey8
 from ctviewer.imaging.slice import Slice
 from ctviewer.imaging.window import PRESETS, apply_window
@@ -180,3 +188,65 @@ def test_png_bomb_is_refused_before_decoding(tmp_path, monkeypatch):
     cv2.imwrite(str(tmp_path / "big.png"), np.zeros((200, 200), np.uint8))
     with pytest.raises(ImagingError, match="too large"):
         raster.read_raster(tmp_path / "big.png")
+
+
+# --- model input and its box; maps back onto the slice -------------------------
+
+def off_centre_chest(h: int = 400, w: int = 460, x: int = 170, y: int = 40, size: int = 256):
+    """``chest_hu(size)`` placed at (x, y) in a larger air-filled field, and its lung mask there."""
+    hu = np.full((h, w), -1000.0, np.float32)
+    hu += np.random.default_rng(5).normal(0, 15, hu.shape).astype(np.float32)
+    hu[y : y + size, x : x + size] = chest_hu(size)
+    mask = np.zeros((h, w), bool)
+    mask[y : y + size, x : x + size] = lung_mask(size)
+    return hu, mask
+
+
+@pytest.mark.parametrize("make", [lambda: hu_slice(off_centre_chest()[0]), lambda: png_slice(chest_png8())])
+def test_model_input_and_box_is_to_model_input_plus_the_chest_box(make):
+    s = make()
+    x, box = model_input_and_box(s, P)
+    assert np.array_equal(x, to_model_input(s, P))
+    assert box == chest_box(display8(s, P), P.margin)
+    assert x.shape == (P.size, P.size, 3) and x.dtype == np.float32
+
+
+def test_box_of_an_off_centre_body_is_around_its_lungs():
+    hu, mask = off_centre_chest()
+    _, (x0, y0, x1, y1) = model_input_and_box(hu_slice(hu), P)
+    ly, lx = np.nonzero(mask)
+    assert x0 <= lx.min() and x1 > lx.max() and y0 <= ly.min() and y1 > ly.max()
+    assert x0 > 150 and y0 > 30  # follows the body, not the image centre
+
+
+def test_heatmap_to_slice_puts_the_maps_top_left_at_the_boxs_top_left():
+    hu, _ = off_centre_chest()
+    s = hu_slice(hu)
+    _, box = model_input_and_box(s, P)
+    x0, y0, x1, y1 = box
+    cam = np.zeros((P.size, P.size), np.float32)
+    cam[: P.size // 2, : P.size // 2] = 1.0
+    m = heatmap_to_slice(cam, box, s.shape)
+    assert m.shape == s.shape == hu.shape and m.dtype == np.float32
+    outside = np.ones(m.shape, bool)
+    outside[y0:y1, x0:x1] = False
+    assert not m[outside].any()
+    assert 0 <= m.min() and m.max() <= 1
+    bw, bh = x1 - x0, y1 - y0
+    inner = m[y0:y1, x0:x1]
+    # well inside each quadrant of the box (away from the interpolated seam)
+    assert np.all(inner[: int(0.4 * bh), : int(0.4 * bw)] == 1.0)
+    assert not inner[int(0.6 * bh) :, :].any() and not inner[:, int(0.6 * bw) :].any()
+    ys, xs = np.nonzero(m > 0.5)
+    assert abs(ys.mean() - (y0 + bh / 4)) < 0.05 * bh and abs(xs.mean() - (x0 + bw / 4)) < 0.05 * bw
+
+
+def test_heatmap_to_slice_round_trips_a_smooth_map():
+    """Resampling the placed map back to the input size gives the map again."""
+    s = png_slice(chest_png8())
+    _, (x0, y0, x1, y1) = model_input_and_box(s, P)
+    yy, xx = np.mgrid[0 : P.size, 0 : P.size] / (P.size - 1)
+    cam = (0.25 * xx + 0.75 * yy).astype(np.float32)
+    m = heatmap_to_slice(cam, (x0, y0, x1, y1), s.shape)
+    back = cv2.resize(m[y0:y1, x0:x1], (P.size, P.size), interpolation=cv2.INTER_AREA)
+    assert np.abs(back - cam).max() < 0.03

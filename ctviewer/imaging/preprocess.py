@@ -13,6 +13,10 @@ Steps (the contract in docs/design.md):
 3. ``crop_resize``: crop, resize to ``size`` x ``size`` with INTER_AREA (the crop
    is stretched to fill the square: the lung field fills the input whatever the
    file's aspect ratio), repeat into 3 channels, float32 in 0..255.
+
+``model_input_and_box`` returns the input with its crop box (``to_model_input``
+is a thin wrapper, so there is one path); ``heatmap_to_slice`` undoes crop and
+resize for a map over the input (Grad-CAM), to overlay it on the slice.
 """
 
 from __future__ import annotations
@@ -156,7 +160,40 @@ def crop_resize(img8: np.ndarray, box: Box, size: int) -> np.ndarray:
     return np.repeat(small[:, :, None].astype(np.float32), 3, axis=2)
 
 
+def model_input_and_box(s: Slice, params: PreprocessParams = PreprocessParams()) -> tuple[np.ndarray, Box]:
+    """The model's input for one slice and the crop box it was cut from.
+
+    The box is in the slice's pixel coordinates (x0, y0, x1, y1, exclusive), so
+    anything computed over the model input (a Grad-CAM map) can be put back on
+    the slice with ``heatmap_to_slice``.  ``to_model_input`` calls this: one path.
+    """
+    img = display8(s, params)
+    box = chest_box(img, params.margin)
+    return crop_resize(img, box, params.size), box
+
+
 def to_model_input(s: Slice, params: PreprocessParams = PreprocessParams()) -> np.ndarray:
     """The model's input for one slice: size x size x 3 float32 in 0..255."""
-    img = display8(s, params)
-    return crop_resize(img, chest_box(img, params.margin), params.size)
+    return model_input_and_box(s, params)[0]
+
+
+def heatmap_to_slice(cam: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndarray:
+    """Undo crop + resize for a map over the model input.
+
+    ``cam`` is (size, size) over the model input; the result is a float32 array
+    of ``shape`` (H, W) holding ``cam`` resized to the box's width and height and
+    placed at the box, 0 outside it.  INTER_LINEAR rather than the input's
+    INTER_AREA: the map is upsampled (the box is larger than the input) and a
+    smooth overlay is wanted; values stay within the cam's range.  The box is
+    clipped to ``shape`` defensively (it always fits for a box from this slice).
+    """
+    h, w = int(shape[0]), int(shape[1])
+    out = np.zeros((h, w), np.float32)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if x1 <= x0 or y1 <= y0:
+        return out
+    resized = cv2.resize(np.asarray(cam, np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    if cx1 > cx0 and cy1 > cy0:
+        out[cy0:cy1, cx0:cx1] = resized[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    return out

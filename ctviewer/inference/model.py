@@ -8,26 +8,18 @@ and loads plain weights: nothing in a model file is ever executed.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ctviewer.imaging.preprocess import PreprocessParams
+from ctviewer.paths import resources_dir  # noqa: F401 - re-exported for callers
 
 from .calibration import covid_score, sigmoid
 from .card import ModelCard, ModelError
 
 DEFAULT_MODEL = "ct-resnet50"
-
-
-def resources_dir() -> Path:
-    """``resources/`` beside the package, or inside a PyInstaller bundle."""
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle:
-        return Path(bundle) / "resources"
-    return Path(__file__).resolve().parents[2] / "resources"
 
 
 def default_model_dir() -> Path:
@@ -78,6 +70,16 @@ class Classifier:
 
     def predict(self, x: np.ndarray, batch_size: int = 64) -> list[Prediction]:
         return [Prediction(self.label_for(float(p)), float(p)) for p in self.probabilities(x, batch_size)]
+
+    def explain(self, x: np.ndarray) -> np.ndarray:
+        """Grad-CAM of the positive class for one input (s, s, 3): (s, s) float32 in 0..1.
+
+        See ``gradcam.gradcam``; the gradient function is built on the first call
+        and cached on this classifier.
+        """
+        from .gradcam import gradcam
+
+        return gradcam(self, x)
 
 
 def _compiled_forward(model, size: int):
