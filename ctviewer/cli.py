@@ -47,9 +47,13 @@ class _Progress:
             self.stream.flush()
 
 
-def _quiet_libraries() -> None:
+def _quiet_libraries(silence_stderr: bool = True) -> None:
     """Library chatter (TensorFlow start-up, pydicom's warnings about malformed
-    files) is not for users: every refused file gets its reason in the CSV."""
+    files) is not for users: every refused file gets its reason in the CSV.
+
+    ``silence_stderr=False`` (the GUI, which imports TensorFlow on a worker thread
+    while the GUI thread runs) skips pointing the process's stderr at /dev/null,
+    which would swallow the GUI thread's messages too."""
     import logging
     import warnings
 
@@ -57,7 +61,8 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     logging.getLogger("pydicom").setLevel(logging.ERROR)
-    _import_tensorflow_quietly()
+    if silence_stderr:
+        _import_tensorflow_quietly()
 
 
 def _import_tensorflow_quietly() -> None:

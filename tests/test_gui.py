@@ -371,8 +371,6 @@ def test_refused_files_are_listed_in_a_non_modal_message(qtbot, windows, tmp_pat
     assert w.current_slice() is shown
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: open_paths reports missing paths and unreadable files in two separate "
-                   "message boxes; last_refused and opened's refused count keep only the unreadable files")
 def test_missing_and_unreadable_files_are_reported_together(qtbot, windows, tmp_path):
     folder = _mixed_folder(tmp_path)
     missing = tmp_path / "gone.dcm"
@@ -624,9 +622,6 @@ def test_tag_browser_search(qtbot, windows):
     assert panel.table.rowCount() == 0 and "no tags" in panel.message.text()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: MainWindow._update_tags tests tags_dock.isVisible(), which is True for "
-                   "a dock tabified behind the Series tab (Qt moves it off-screen, it does not hide it): the tags of "
-                   "every slice shown are read and tabulated while their tab is not selected")
 def test_tags_are_read_only_when_their_tab_is_selected(qtbot, windows):
     from PySide6.QtWidgets import QTabBar
 
@@ -734,10 +729,6 @@ def test_screenshot_command_with_an_unusable_model_fails(tmp_path, tiny_model):
     assert not (tmp_path / "shot.png").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the process exits while the model task is still importing TensorFlow "
-                   "on the thread pool: it crashes at interpreter shutdown (SIGSEGV after 'Signal source has been "
-                   "deleted'), and the error message is lost because cli._import_tensorflow_quietly points the whole "
-                   "process's fd 2 at /dev/null from that worker thread")
 def test_screenshot_command_with_nothing_to_show_fails(tmp_path, tiny_model):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -747,10 +738,6 @@ def test_screenshot_command_with_nothing_to_show_fails(tmp_path, tiny_model):
     assert not (tmp_path / "shot.png").exists()
 
 
-@pytest.mark.xfail(strict=True, raises=subprocess.TimeoutExpired,
-                   reason="BUG: gui/app.py _screenshot: open_paths emits opened(0, n) synchronously for missing "
-                   "paths, before app.exec(); app.exit() is then a no-op and the process waits "
-                   "SCREENSHOT_TIMEOUT_S (300 s)")
 def test_screenshot_command_with_a_missing_path_fails(tmp_path, tiny_model):
     r = _screenshot(tmp_path, "--screenshot", str(tmp_path / "shot.png"), "--model", str(tiny_model),
                     str(tmp_path / "missing.png"), timeout=30)

@@ -109,9 +109,18 @@ def run(argv: list[str]) -> int:
         win.viewer.set_placeholder("Open files or a folder (Ctrl+O, Ctrl+Shift+O), drop them here,\n"
                                    "or File → Open the sample slices")
     code = app.exec()
+    _wait_for_tasks()
     if history is not None:
         history.close()
     return code
+
+
+def _wait_for_tasks() -> None:
+    """Let background tasks (a model still loading) end before the interpreter shuts
+    down: tearing Python down under a running TensorFlow import crashes the process."""
+    from PySide6.QtCore import QThreadPool
+
+    QThreadPool.globalInstance().waitForDone()
 
 
 def _screenshot(app: QApplication, win, a: argparse.Namespace) -> int:
@@ -123,7 +132,7 @@ def _screenshot(app: QApplication, win, a: argparse.Namespace) -> int:
 
     def finish(code: int, message: str = "") -> None:
         state.update(code=code, message=message)
-        app.exit(code)
+        QTimer.singleShot(0, lambda: app.exit(code))  # also correct before the loop runs
 
     def capture() -> None:
         if a.heatmap and not win.viewer.has_heatmap():
@@ -157,9 +166,10 @@ def _screenshot(app: QApplication, win, a: argparse.Namespace) -> int:
     win.worker.refused.connect(lambda *_: QTimer.singleShot(0, refused))
     win.worker.explain_failed.connect(lambda *_: QTimer.singleShot(0, refused))
     QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, lambda: finish(1, state["message"]))
-    win.open_paths(a.paths)
+    QTimer.singleShot(0, lambda: win.open_paths(a.paths))
     app.exec()
     win.close()
+    _wait_for_tasks()
     if state["code"] != 0:
         print(f"ctviewer --screenshot: {state['message']}", file=sys.stderr)
     else:

@@ -100,7 +100,11 @@ class HistoryFilter(QSortFilterProxyModel):
         self._text = text.strip().lower()
         self._from = date_from.toString("yyyy-MM-dd") if date_from else None
         self._to = date_to.toString("yyyy-MM-dd") if date_to else None
-        self.invalidateFilter()
+        if hasattr(self, "beginFilterChange"):  # Qt >= 6.9; invalidateFilter is deprecated there
+            self.beginFilterChange()
+            self.endFilterChange()
+        else:
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, row, parent) -> bool:  # noqa: N802
         e = self.sourceModel().entry(row)

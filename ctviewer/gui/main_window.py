@@ -150,7 +150,8 @@ class MainWindow(QMainWindow):
         self.tags_dock = self._dock("DICOM tags", self.tag_panel, left)
         self.tabifyDockWidget(self.series_dock, self.tags_dock)
         self.series_dock.raise_()
-        self.tags_dock.visibilityChanged.connect(lambda _v: self._update_tags())
+        self._tags_shown = False  # a dock tabbed behind another is not "hidden" for Qt: track the tab
+        self.tags_dock.visibilityChanged.connect(self._on_tags_visibility)
         self.prediction_dock = self._dock("Model", self.prediction_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.history_dock = self._dock("History", self.history_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.resizeDocks([self.history_dock], [170], Qt.Orientation.Vertical)
@@ -284,12 +285,11 @@ class MainWindow(QMainWindow):
     # --- opening -----------------------------------------------------------
     def open_paths(self, paths: list[str], select: tuple[str, int | None] | None = None) -> None:
         paths = [os.fspath(p) for p in paths]
-        missing = [p for p in paths if not os.path.exists(p)]
-        for p in missing:
-            paths.remove(p)
-        if missing:
-            self._report_refused([(p, "no such file or folder") for p in missing])
+        missing = [(p, "no such file or folder") for p in paths if not os.path.exists(p)]
+        paths = [p for p in paths if os.path.exists(p)]
         if not paths:
+            if missing:
+                self._report_refused(missing)
             self.opened.emit(0, len(missing))
             return
         self._open_token += 1
@@ -297,20 +297,21 @@ class MainWindow(QMainWindow):
         self._select_after_open = select
         self.statusBar().showMessage(f"Opening {', '.join(os.path.basename(p.rstrip(os.sep)) or p for p in paths)}…")
         task = OpenTask(paths)
-        task.signals.finished.connect(lambda result, t=token: self._on_opened(result, t))
+        task.signals.finished.connect(lambda result, t=token, m=missing: self._on_opened(result, t, m))
         self._start(task)
         for p in paths:
             self._add_recent(p)
         self.settings.setValue("files/last_folder", os.path.dirname(os.path.abspath(paths[0])))
 
-    def _on_opened(self, result: Opened, token: int) -> None:
+    def _on_opened(self, result: Opened, token: int, missing: list[tuple[str, str]] = ()) -> None:
         if token != self._open_token:
             return  # a newer open request superseded this one
         self.statusBar().clearMessage()
-        if result.errors:
-            self._report_refused([(e.path, e.reason) for e in result.errors])
+        refused = [*missing, *((e.path, e.reason) for e in result.errors)]
+        if refused:
+            self._report_refused(refused)
         if not result.series:
-            self.opened.emit(0, len(result.errors))
+            self.opened.emit(0, len(refused))
             return
         self.worker.discard_pending()
         self.series, self.hashes = result.series, result.hashes
@@ -324,7 +325,7 @@ class MainWindow(QMainWindow):
                     if os.path.samefile(s.path, path) and s.frame == frame:
                         si, index = i, j
         self.show_slice(si, index)
-        self.opened.emit(len(self.series), len(result.errors))
+        self.opened.emit(len(self.series), len(refused))
 
     def _report_refused(self, items: list[tuple[str, str]]) -> None:
         self.last_refused = items
@@ -444,8 +445,12 @@ class MainWindow(QMainWindow):
         self.viewer.set_annotations(annotations(s, i, len(self.series[si]), self.viewer.window(),
                                                 hide_identifying=self.anon_action.isChecked()))
 
+    def _on_tags_visibility(self, visible: bool) -> None:
+        self._tags_shown = visible
+        self._update_tags()
+
     def _update_tags(self) -> None:
-        if self.tags_dock.isVisible():
+        if self._tags_shown:
             s = self.current_slice()
             self.tag_panel.show_file(s.path if s else None, self.anon_action.isChecked())
 

@@ -59,7 +59,15 @@ class OpenTask(QRunnable):
             result.hashes = {s: pixel_hash(s.pixels) for series in result.series for s in series.slices}
         except Exception as exc:  # noqa: BLE001 - a bug must become a message, not a dead worker
             result.errors.append(ImagingError(None, f"unexpected error while opening ({type(exc).__name__}: {exc})"))
-        self.signals.finished.emit(result)
+        _emit(self.signals.finished, result)
+
+
+def _emit(signal, *args) -> None:
+    """Emit, unless the receiver side is gone (the application quit while a task ran)."""
+    try:
+        signal.emit(*args)
+    except RuntimeError:
+        pass
 
 
 class _ModelSignals(QObject):
@@ -80,7 +88,7 @@ class ModelTask(QRunnable):
         try:
             from ctviewer.cli import _quiet_libraries
 
-            _quiet_libraries()
+            _quiet_libraries(silence_stderr=False)
             from ctviewer.inference import load_classifier
 
             clf = load_classifier(self.folder)
@@ -88,9 +96,9 @@ class ModelTask(QRunnable):
             clf.probabilities(np.zeros((1, clf.params.size, clf.params.size, 3), np.float32))
         except Exception as exc:  # noqa: BLE001 - ModelError, ImportError, anything: say it in the window
             msg = str(exc) if exc.__class__.__name__ == "ModelError" else f"{type(exc).__name__}: {exc}"
-            self.signals.failed.emit(msg)
+            _emit(self.signals.failed, msg)
             return
-        self.signals.loaded.emit(clf, time.perf_counter() - t0)
+        _emit(self.signals.loaded, clf, time.perf_counter() - t0)
 
 
 PREDICT, EXPLAIN = "predict", "explain"
