@@ -9,14 +9,11 @@ signals and are shown only if they concern what is on screen.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 
-from PySide6.QtCore import QSettings, Qt, QThreadPool, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtCore import QSettings, Qt, QThreadPool, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
-    QFileDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -27,35 +24,19 @@ from PySide6.QtWidgets import (
 
 from ctviewer.imaging import PRESETS, Series, Slice
 from ctviewer.imaging.tags import annotations
-from ctviewer.paths import samples_dir
 
 from .history_view import HistoryPanel
+from .menus import build_menus
+from .opening import OpeningMixin
 from .panels import PredictionPanel, SeriesPanel, TagPanel
-from .viewer import ZOOM_STEP, SliceView
-from .workers import EXPLAIN, PREDICT, InferenceThread, ModelTask, OpenTask, Opened
+from .viewer import SliceView
+from .workers import EXPLAIN, PREDICT, InferenceThread, ModelTask
 
-RECENT_MAX = 10
 HEATMAP_CACHE = 16
 RASTER_WINDOW = (127.5, 255.0)  # PNG/JPEG grey levels shown as stored
-PRESET_KEYS = (("lung", "1"), ("mediastinum", "2"), ("bone", "3"), ("file", "4"))
-
-SHORTCUTS = (
-    ("Ctrl+O / Ctrl+Shift+O / Ctrl+D", "Open files / folder / DICOMDIR"),
-    ("Up, Down, mouse wheel", "Previous / next slice"),
-    ("Page Up / Page Down", "10 slices back / forward"),
-    ("Home / End", "First / last slice"),
-    ("Ctrl+wheel, + / −", "Zoom"),
-    ("F", "Fit to window"),
-    ("Left or middle drag", "Pan"),
-    ("Right drag", "Window (horizontal) and level (vertical)"),
-    ("1 / 2 / 3 / 4", "Lung / mediastinum / bone / the file's own window"),
-    ("H", "Heatmap overlay on/off"),
-    ("I", "Hide identifying text"),
-    ("F1", "This list"),
-)
 
 
-class MainWindow(QMainWindow):
+class MainWindow(OpeningMixin, QMainWindow):
     predictionShown = Signal(str, float)  # label, p_covid of the slice on screen
     heatmapShown = Signal()
     modelReady = Signal()
@@ -87,7 +68,7 @@ class MainWindow(QMainWindow):
 
         self._build_central()
         self._build_docks()
-        self._build_actions()
+        build_menus(self)
         self._build_status()
         geometry = self.settings.value("window/geometry")
         if geometry is not None:
@@ -157,80 +138,6 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.history_dock], [170], Qt.Orientation.Vertical)
         self.resizeDocks([self.series_dock, self.prediction_dock], [230, 260], Qt.Orientation.Horizontal)
 
-    def _action(self, text: str, slot, shortcut=None, checkable=False, menu=None) -> QAction:
-        act = QAction(text, self)
-        if shortcut:
-            act.setShortcuts([QKeySequence(s) for s in (shortcut if isinstance(shortcut, list) else [shortcut])])
-        act.setCheckable(checkable)
-        act.triggered.connect(slot)
-        self.addAction(act)  # shortcuts work with the menu bar hidden too
-        if menu is not None:
-            menu.addAction(act)
-        return act
-
-    def _build_actions(self) -> None:
-        mb = self.menuBar()
-        f = mb.addMenu("&File")
-        self._action("Open &files…", self.open_files_dialog, "Ctrl+O", menu=f)
-        self._action("Open f&older…", self.open_folder_dialog, "Ctrl+Shift+O", menu=f)
-        self._action("Open &DICOMDIR…", self.open_dicomdir_dialog, "Ctrl+D", menu=f)
-        self.recent_menu = f.addMenu("Open &recent")
-        self._action("Open the &sample slices", self.open_samples, menu=f)
-        f.addSeparator()
-        self._action("E&xport history as CSV…", lambda: self.history_panel.export_csv(), menu=f)
-        f.addSeparator()
-        self._action("&Quit", self.close, QKeySequence.StandardKey.Quit, menu=f)
-
-        v = mb.addMenu("&View")
-        tb = self.addToolBar("Window presets")
-        tb.setObjectName("presets")
-        group = QActionGroup(self)
-        self.preset_actions = {}
-        for name, key in PRESET_KEYS:
-            title = "File's own" if name == "file" else name.capitalize()
-            act = self._action(title, lambda _c=False, n=name: self.set_preset(n), key, checkable=True, menu=v)
-            act.setToolTip(f"{title} window ({key})")
-            group.addAction(act)
-            tb.addAction(act)
-            self.preset_actions[name] = act
-        if self.preset in self.preset_actions:
-            self.preset_actions[self.preset].setChecked(True)
-        v.addSeparator()
-        self._action("Zoom &in", lambda: self.viewer.zoom(ZOOM_STEP), ["+", "="], menu=v)
-        self._action("Zoom &out", lambda: self.viewer.zoom(1 / ZOOM_STEP), "-", menu=v)
-        self._action("&Fit to window", self.viewer.fit, "F", menu=v)
-        tb.addSeparator()
-        self.heatmap_action = self._action("&Heatmap", lambda on: self.set_heatmap(on), "H", checkable=True, menu=v)
-        tb.addAction(self.heatmap_action)
-        self.anon_action = self._action("Hide &identifying text", self.set_hide_identifying, "I", checkable=True, menu=v)
-        self.anon_action.setChecked(self.settings.value("view/hide_identifying", False, type=bool))
-        tb.addAction(self.anon_action)
-        self.annot_action = self._action("Corner &annotations", self.viewer.set_annotations_visible, checkable=True, menu=v)
-        self.annot_action.setChecked(True)
-        theme = v.addMenu("&Theme")
-        tgroup = QActionGroup(self)
-        current_theme = self.settings.value("view/theme", "system")
-        for name in ("system", "light", "dark"):
-            act = self._action(name.capitalize() if name != "system" else "Follow the system",
-                               lambda _c=False, n=name: self.set_theme(n), checkable=True, menu=theme)
-            act.setChecked(name == current_theme)
-            tgroup.addAction(act)
-        v.addSeparator()
-        for dock in (self.series_dock, self.tags_dock, self.prediction_dock, self.history_dock):
-            v.addAction(dock.toggleViewAction())
-        nav = (("Previous slice", lambda: self.step(-1), ["Up", "Left"]), ("Next slice", lambda: self.step(1), ["Down", "Right"]),
-               ("Back 10", lambda: self.step(-10), "PgUp"), ("Forward 10", lambda: self.step(10), "PgDown"),
-               ("First slice", lambda: self.step(-10**6), "Home"), ("Last slice", lambda: self.step(10**6), "End"))
-        for text, slot, key in nav:
-            self._action(text, slot, key)
-
-        m = mb.addMenu("&Model")
-        self.about_model_action = self._action("&About the model…", self.show_model_card, menu=m)
-        h = mb.addMenu("&Help")
-        self._action("&Keyboard shortcuts", self.show_shortcuts, "F1", menu=h)
-        self._action("&About CT Viewer", self.show_about, menu=h)
-        self._rebuild_recent()
-
     def _build_status(self) -> None:
         sb = self.statusBar()
         self.model_label = QLabel("Loading the model…")
@@ -281,114 +188,6 @@ class MainWindow(QMainWindow):
         from .model_card import ModelCardDialog
 
         ModelCardDialog(self.classifier.card, self.classifier.folder, self).exec()
-
-    # --- opening -----------------------------------------------------------
-    def open_paths(self, paths: list[str], select: tuple[str, int | None] | None = None) -> None:
-        paths = [os.fspath(p) for p in paths]
-        missing = [(p, "no such file or folder") for p in paths if not os.path.exists(p)]
-        paths = [p for p in paths if os.path.exists(p)]
-        if not paths:
-            if missing:
-                self._report_refused(missing)
-            self.opened.emit(0, len(missing))
-            return
-        self._open_token += 1
-        token = self._open_token
-        self._select_after_open = select
-        self.statusBar().showMessage(f"Opening {', '.join(os.path.basename(p.rstrip(os.sep)) or p for p in paths)}…")
-        task = OpenTask(paths)
-        task.signals.finished.connect(lambda result, t=token, m=missing: self._on_opened(result, t, m))
-        self._start(task)
-        for p in paths:
-            self._add_recent(p)
-        self.settings.setValue("files/last_folder", os.path.dirname(os.path.abspath(paths[0])))
-
-    def _on_opened(self, result: Opened, token: int, missing: list[tuple[str, str]] = ()) -> None:
-        if token != self._open_token:
-            return  # a newer open request superseded this one
-        self.statusBar().clearMessage()
-        refused = [*missing, *((e.path, e.reason) for e in result.errors)]
-        if refused:
-            self._report_refused(refused)
-        if not result.series:
-            self.opened.emit(0, len(refused))
-            return
-        self.worker.discard_pending()
-        self.series, self.hashes = result.series, result.hashes
-        self.series_panel.set_series(self.series)
-        self.current = (-1, -1)
-        si, index = 0, 0
-        if self._select_after_open:
-            path, frame = self._select_after_open
-            for i, ser in enumerate(self.series):
-                for j, s in enumerate(ser.slices):
-                    if os.path.samefile(s.path, path) and s.frame == frame:
-                        si, index = i, j
-        self.show_slice(si, index)
-        self.opened.emit(len(self.series), len(refused))
-
-    def _report_refused(self, items: list[tuple[str, str]]) -> None:
-        self.last_refused = items
-        lines = [f"{os.path.basename(p) or p}: {reason}" for p, reason in items]
-        box = QMessageBox(QMessageBox.Icon.Warning, "Some files were not opened",
-                          f"{len(items)} file(s) could not be opened; the rest is shown.", parent=self)
-        box.setInformativeText("\n".join(lines[:12]) + ("\n…" if len(lines) > 12 else ""))
-        box.setDetailedText("\n".join(f"{p}: {r}" for p, r in items))
-        box.setModal(False)
-        box.setWindowModality(Qt.WindowModality.NonModal)
-        box.show()
-        self.refused_box = box
-
-    def _dialog_dir(self) -> str:
-        return str(self.settings.value("files/last_folder", os.path.expanduser("~")))
-
-    def open_files_dialog(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Open slices", self._dialog_dir(),
-                                                "CT slices (*.dcm *.dicom *.ima *.png *.jpg *.jpeg);;All files (*)")
-        if files:
-            self.open_paths(files)
-
-    def open_folder_dialog(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open folder", self._dialog_dir())
-        if folder:
-            self.open_paths([folder])
-
-    def open_dicomdir_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open DICOMDIR", self._dialog_dir(), "DICOMDIR (DICOMDIR DIRFILE);;All files (*)")
-        if path:
-            self.open_paths([path])
-
-    def open_samples(self) -> None:
-        self.open_paths([str(samples_dir())])
-
-    def reopen(self, path: str, frame) -> None:
-        self.open_paths([path], select=(path, frame))
-
-    def _add_recent(self, path: str) -> None:
-        recent = [p for p in self.recent_files() if p != os.path.abspath(path)]
-        self.settings.setValue("files/recent", [os.path.abspath(path), *recent][:RECENT_MAX])
-        self._rebuild_recent()
-
-    def recent_files(self) -> list[str]:
-        value = self.settings.value("files/recent", [])
-        return [value] if isinstance(value, str) else list(value or [])
-
-    def _rebuild_recent(self) -> None:
-        self.recent_menu.clear()
-        for p in self.recent_files():
-            act = self.recent_menu.addAction(p)
-            act.triggered.connect(lambda _c=False, path=p: self.open_paths([path]))
-        self.recent_menu.setEnabled(bool(self.recent_files()))
-
-    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt API
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event) -> None:  # noqa: N802
-        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
-        if paths:
-            self.open_paths(paths)
-            event.acceptProposedAction()
 
     # --- navigation and display --------------------------------------------
     def current_slice(self) -> Slice | None:
@@ -578,18 +377,7 @@ class MainWindow(QMainWindow):
         if key == self.current_hash():
             self._show_cached_heatmap()
 
-    # --- help and closing --------------------------------------------------
-    def show_shortcuts(self) -> None:
-        rows = "".join(f"<tr><td><b>{k}</b></td><td>{v}</td></tr>" for k, v in SHORTCUTS)
-        QMessageBox.information(self, "Keyboard shortcuts", f"<table cellpadding='3'>{rows}</table>")
-
-    def show_about(self) -> None:
-        from ctviewer import __version__
-
-        QMessageBox.about(self, "About CT Viewer",
-                          f"<b>CT Viewer {__version__}</b><p>Chest CT slices with an AI second opinion.</p>"
-                          "<p>Research use only, not for diagnosis.</p>")
-
+    # --- closing ---------------------------------------------------------------
     def closeEvent(self, event) -> None:  # noqa: N802
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
