@@ -5,6 +5,8 @@
 ``ctviewer --screenshot OUT.png [--heatmap] PATH``
                                   open PATH in the real window, wait for the
                                   prediction (and heatmap), save the window, exit
+``ctviewer --self-test``         verify the model's hash and classify the bundled
+                                  samples against their shipped results (exit 0/1)
 ``ctviewer classify PATH...``     classify files, folders (recursive) and DICOMDIRs;
                                   one CSV row per slice (per frame)
 
@@ -152,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return EXIT_OK
+    if argv and argv[0] == "--self-test":
+        from ctviewer.selftest import run
+
+        return run()
     if argv and argv[0] == "--version":
         from ctviewer import __version__
 

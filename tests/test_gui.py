@@ -699,7 +699,8 @@ def test_drag_without_files_is_ignored(qtbot, windows):
 
 def _screenshot(tmp_path: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", TF_CPP_MIN_LOG_LEVEL="2",
-               CTVIEWER_CONFIG_DIR=str(tmp_path / "cli-config"), CTVIEWER_DATA_DIR=str(tmp_path / "cli-data"))
+               CTVIEWER_CONFIG_DIR=str(tmp_path / "cli-config"), CTVIEWER_DATA_DIR=str(tmp_path / "cli-data"),
+               CTVIEWER_LOG_DIR=str(tmp_path / "cli-log"))
     return subprocess.run([sys.executable, "-m", "ctviewer.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

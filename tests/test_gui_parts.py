@@ -30,12 +30,25 @@ BUNDLED = ROOT / "resources" / "models" / "ct-resnet50"
 
 @pytest.fixture(autouse=True)
 def settings_dir(qapp, tmp_path, monkeypatch):
+    """Settings, history and log in this test's folder; run() installs hooks: put them back."""
+    import logging
+    import sys
+    import threading
+
     monkeypatch.setenv("CTVIEWER_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("CTVIEWER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CTVIEWER_LOG_DIR", str(tmp_path / "log"))
     configure_settings()
     QSettings().clear()
+    hooks = (sys.excepthook, threading.excepthook)
+    logger = logging.getLogger("ctviewer")
+    handlers = list(logger.handlers)
     yield
     apply_theme("system")
+    sys.excepthook, threading.excepthook = hooks
+    for h in [h for h in logger.handlers if h not in handlers]:
+        h.close()
+        logger.removeHandler(h)
 
 
 def test_model_card_dialog_shows_metrics_intervals_limits_plots_and_the_disclaimer(qtbot):
@@ -137,6 +150,9 @@ def test_first_launch_opens_the_samples_and_later_launches_do_not(qtbot, tmp_pat
     assert run(["--model", str(model)]) == 0
     assert seen == [3, 0]  # the samples: 4 PNGs as one series, 2 DICOM series; then nothing
     assert QSettings().value("files/samples_offered", False, type=bool)
+    log = (tmp_path / "log" / "ctviewer.log").read_text()
+    assert "starting" in log and "window shown" in log and "opened 3 series (6 slices)" in log
+    assert "covid-65" not in log and "samples" not in log  # no file names or paths
 
 
 def test_themes_change_the_palette(qtbot):

@@ -15,12 +15,36 @@ import os
 import sys
 import time
 
-from PySide6.QtCore import QCoreApplication, QSettings, Qt, QTimer
+from PySide6.QtCore import QCoreApplication, QObject, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 ORGANIZATION, APPLICATION = "CT Viewer", "ctviewer"
 SCREENSHOT_TIMEOUT_S = 300
+
+
+class CrashReporter(QObject):
+    """Shows the crash dialog on the GUI thread, whichever thread crashed (a queued signal)."""
+
+    crashed = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.crashed.connect(self._show)
+        self.shown = 0
+
+    def report(self, log_path) -> None:
+        self.crashed.emit(str(log_path) if log_path else "")
+
+    def _show(self, log_path: str) -> None:
+        self.shown += 1
+        where = f"The details were written to\n{log_path}" if log_path else "The log could not be written."
+        box = QMessageBox(QMessageBox.Icon.Critical, "CT Viewer: unexpected error",
+                          "Something went wrong inside CT Viewer. Your files are not changed and the "
+                          f"prediction history is safe.\n\n{where}\n\nPlease send that file with a report.")
+        box.setModal(False)
+        box.show()
+        self._box = box
 
 
 def configure_settings() -> None:
@@ -82,6 +106,15 @@ def run(argv: list[str]) -> int:
     from ctviewer.paths import icon_path
 
     app.setWindowIcon(QIcon(str(icon_path())))
+    import logging
+
+    from ctviewer import __version__, logs
+
+    reporter = CrashReporter(app)
+    logs.install_crash_handler(reporter.report)
+    log = logging.getLogger("ctviewer.gui")
+    log.info("CT Viewer %s starting (%s, Qt platform %s)", __version__,
+             "bundle" if getattr(sys, "frozen", False) else "source", app.platformName())
     settings = QSettings()
     apply_theme(str(settings.value("view/theme", "system")))
 
@@ -100,6 +133,7 @@ def run(argv: list[str]) -> int:
         return _screenshot(app, win, a)
     win.show()
     win.statusBar().showMessage(f"Window ready in {time.perf_counter() - t0:.2f} s", 5000)
+    log.info("window shown in %.2f s", time.perf_counter() - t0)
     if a.paths:
         win.open_paths(a.paths)
     elif not settings.value("files/samples_offered", False, type=bool):

@@ -9,6 +9,7 @@ signals and are shown only if they concern what is on screen.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 
 from PySide6.QtCore import QSettings, Qt, QThreadPool, Signal
@@ -32,6 +33,7 @@ from .panels import PredictionPanel, SeriesPanel, TagPanel
 from .viewer import SliceView
 from .workers import EXPLAIN, PREDICT, InferenceThread, ModelTask
 
+log = logging.getLogger("ctviewer.gui")  # events and counts only: see ctviewer.logs
 HEATMAP_CACHE = 16
 RASTER_WINDOW = (127.5, 255.0)  # PNG/JPEG grey levels shown as stored
 
@@ -167,6 +169,7 @@ class MainWindow(OpeningMixin, QMainWindow):
 
     def _on_model_loaded(self, clf, seconds: float) -> None:
         self.classifier = clf
+        log.info("model %s ready in %.1f s", clf.card.title, seconds)
         self.model_label.setText(f"Model {clf.card.title} ready ({seconds:.1f} s)")
         self.prediction_panel.set_model(clf.card.title, clf.card.threshold)
         self.worker.set_classifier(clf)
@@ -175,6 +178,7 @@ class MainWindow(OpeningMixin, QMainWindow):
 
     def _on_model_failed(self, message: str) -> None:
         self.model_error = message
+        log.error("model unavailable: %s", message)
         self.model_label.setText("Model unavailable")
         self.prediction_panel.set_model(None, error=message)
         self.prediction_panel.clear("No predictions: the model could not be loaded.")

@@ -4,7 +4,9 @@ A mixin of ``MainWindow``: it uses the window's settings, pool and state."""
 
 from __future__ import annotations
 
+import logging
 import os
+from collections import Counter
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
@@ -42,6 +44,9 @@ class OpeningMixin:
             return  # a newer open request superseded this one
         self.statusBar().clearMessage()
         refused = [*missing, *((e.path, e.reason) for e in result.errors)]
+        logging.getLogger("ctviewer.gui").info(
+            "opened %d series (%d slices); %d files refused: %s", len(result.series),
+            sum(len(s) for s in result.series), len(refused), dict(Counter(r for _p, r in refused)))
         if refused:
             self._report_refused(refused)
         if not result.series:

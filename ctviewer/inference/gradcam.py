@@ -165,7 +165,7 @@ def _build(classifier):
     size = classifier.params.size
     spec = tf.TensorSpec([None, size, size, 3], tf.float32)
 
-    @tf.function(input_signature=[spec])
+    @tf.function(input_signature=[spec], autograph=False)  # no Python control flow; bundles ship no source
     def maps(x):
         with tf.GradientTape() as tape:
             fmap, s, out = score(x)

@@ -94,7 +94,7 @@ def _compiled_forward(model, size: int):
         import tensorflow as tf
 
         spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        fn = tf.function(lambda x: model(x, training=False), input_signature=[spec], autograph=False)
         return lambda x: fn(x).numpy()
     if keras.backend.backend() == "jax":
         import jax
