@@ -6,9 +6,13 @@ the project; tests that need it skip cleanly when it is absent (a fresh clone).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Headless whatever the caller's environment: Qt aborts the process without a display.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
