@@ -134,6 +134,8 @@ def run(argv: list[str]) -> int:
     win.show()
     win.statusBar().showMessage(f"Window ready in {time.perf_counter() - t0:.2f} s", 5000)
     log.info("window shown in %.2f s", time.perf_counter() - t0)
+    if os.environ.get("CTVIEWER_STARTUP_PROBE"):
+        _startup_probe(app, win)
     if a.paths:
         win.open_paths(a.paths)
     elif not settings.value("files/samples_offered", False, type=bool):
@@ -155,6 +157,25 @@ def _wait_for_tasks() -> None:
     from PySide6.QtCore import QThreadPool
 
     QThreadPool.globalInstance().waitForDone()
+
+
+def _startup_probe(app: QApplication, win) -> None:
+    """For benchmarks/bench_startup.py: print wall-clock times (time.time()) when the window
+    is on screen and when the model is ready, then quit."""
+
+    def say(what: str) -> None:
+        print(f"ctviewer-startup {what} {time.time():.3f}", flush=True)
+
+    def window_exposed() -> None:
+        handle = win.windowHandle()
+        if handle is None or not handle.isExposed():
+            QTimer.singleShot(5, window_exposed)
+            return
+        say("window")
+
+    QTimer.singleShot(0, window_exposed)
+    win.modelReady.connect(lambda: (say("model"), QTimer.singleShot(0, win.close)))
+    win.modelFailed.connect(lambda msg: (say("model-failed"), QTimer.singleShot(0, win.close)))
 
 
 def _screenshot(app: QApplication, win, a: argparse.Namespace) -> int:
