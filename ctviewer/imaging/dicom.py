@@ -357,7 +357,7 @@ def _uid(ds: Dataset, keyword: str) -> str | None:
 
 _META_FIELDS = ("PatientID", "StudyDate", "Manufacturer", "ManufacturerModelName",
                 "SliceThickness", "ConvolutionKernel", "PatientName", "PatientBirthDate",
-                "StudyDescription", "InstitutionName", "SeriesNumber", "StudyTime")
+                "StudyDescription", "InstitutionName", "SeriesNumber", "StudyTime", "ImageType")
 
 
 def _meta(ds: Dataset, ts_name: str) -> dict[str, str]:
