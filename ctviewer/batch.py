@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from ctviewer.imaging.preprocess import PreprocessParams, to_model_input
 
 # DICOM modalities the model may be shown: CT, and captures/unknown that may hold CT.
 CLASSIFIABLE_MODALITIES = frozenset({"CT", "OT", "SC", ""})
+P = TypeVar("P")
 COLUMNS = ("path", "frame", "sop_instance_uid", "label", "p_covid", "error", "model", "pixel_sha256")
 
 
@@ -59,7 +61,7 @@ class Record:
 @dataclass
 class _Prepared:
     path: str
-    items: list  # [(slice, input)]
+    items: list  # [(slice, input, pixel hash)]
     error: str = ""
 
 
@@ -75,7 +77,8 @@ def _prepare(path: str, params: PreprocessParams) -> _Prepared:
     try:
         slices = load_slices(path)
         check_classifiable(slices)
-        return _Prepared(path, [(s, to_model_input(s, params)) for s in slices])
+        # The hash is computed here, on the worker thread (hashlib releases the GIL).
+        return _Prepared(path, [(s, to_model_input(s, params), pixel_hash(s.pixels)) for s in slices])
     except ImagingError as exc:
         return _Prepared(path, [], exc.reason)
     except MemoryError:
@@ -87,6 +90,57 @@ def _prepare(path: str, params: PreprocessParams) -> _Prepared:
 def pixel_hash(pixels: np.ndarray) -> str:
     a = np.ascontiguousarray(pixels)
     return hashlib.sha256(a.tobytes()).hexdigest()[:16]
+
+
+def prepared_batches(
+    files: Iterable[str],
+    prepare: Callable[[str], P],
+    size: Callable[[P], int],
+    batch_size: int = 64,
+    workers: int = 2,
+    cancelled: Callable[[], bool] | None = None,
+) -> Iterator[list[P]]:
+    """The reading pipeline shared by ``classify_files`` and ``study_batch``.
+
+    ``prepare(path)`` runs on ``workers`` threads, at most ``max(4, 2 * batch_size)``
+    files ahead of the consumer; the prepared files are yielded in input order, in
+    groups holding at least ``batch_size`` model inputs (``size(prepared)``), the last
+    group possibly fewer.  ``cancelled()`` is polled between files: the files not yet
+    read are dropped and the last, partial group is not yielded.
+    """
+    pending: list[P] = []
+    n_inputs = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ctviewer-read") as pool:
+        window: deque = deque()
+        it = iter(files)
+        ahead = max(4, 2 * batch_size)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(window) < ahead:
+                    try:
+                        f = next(it)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    window.append(pool.submit(prepare, os.fspath(f)))
+                if not window:
+                    break
+                if cancelled and cancelled():
+                    for fut in window:
+                        fut.cancel()
+                    break
+                prep = window.popleft().result()
+                pending.append(prep)
+                n_inputs += size(prep)
+                if n_inputs >= batch_size:
+                    group, pending, n_inputs = pending, [], 0
+                    yield group
+            if pending and not (cancelled and cancelled()):
+                yield pending
+        finally:  # closed early (the consumer stopped): do not read the files queued ahead
+            for fut in window:
+                fut.cancel()
 
 
 def classify_files(
@@ -106,50 +160,20 @@ def classify_files(
     """
     params = classifier.params
     model_name = classifier.card.title
-    pending: list[_Prepared] = []
-    n_inputs = 0
 
-    def flush() -> Iterator[Record]:
-        nonlocal pending, n_inputs
-        inputs = [inp for prep in pending for _, inp in prep.items]
+    def prepare(path: str) -> _Prepared:
+        return _prepare(path, params)
+
+    for group in prepared_batches(files, prepare, lambda p: len(p.items), batch_size, workers, cancelled):
+        inputs = [inp for prep in group for _, inp, _ in prep.items]
         probs = classifier.probabilities(np.stack(inputs)) if inputs else np.zeros(0)
         k = 0
-        for prep in pending:
+        for prep in group:
             if prep.error:
                 yield Record(os.fspath(prep.path), error=prep.error, model=model_name)
-            for s, _ in prep.items:
+            for s, _, digest in prep.items:
                 p = float(probs[k])
                 k += 1
-                yield Record(
-                    s.path, s.frame, s.sop_instance_uid or "", classifier.label_for(p), p, "", model_name, pixel_hash(s.pixels)
-                )
+                yield Record(s.path, s.frame, s.sop_instance_uid or "", classifier.label_for(p), p, "", model_name, digest)
             if on_file_done:
                 on_file_done(prep.path)
-        pending, n_inputs = [], 0
-
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ctviewer-read") as pool:
-        window: deque = deque()
-        it = iter(files)
-        ahead = max(4, 2 * batch_size)
-        exhausted = False
-        while True:
-            while not exhausted and len(window) < ahead:
-                try:
-                    f = next(it)
-                except StopIteration:
-                    exhausted = True
-                    break
-                window.append(pool.submit(_prepare, os.fspath(f), params))
-            if not window:
-                break
-            if cancelled and cancelled():
-                for fut in window:
-                    fut.cancel()
-                break
-            prep = window.popleft().result()
-            pending.append(prep)
-            n_inputs += len(prep.items)
-            if n_inputs >= batch_size:
-                yield from flush()
-        if pending and not (cancelled and cancelled()):
-            yield from flush()

@@ -9,9 +9,24 @@
                                   samples against their shipped results (exit 0/1)
 ``ctviewer classify PATH...``     classify files, folders (recursive) and DICOMDIRs;
                                   one CSV row per slice (per frame)
+``ctviewer report PATH... --pdf OUT.pdf [--sr OUT.dcm] [--sc OUT.dcm] [--csv OUT.csv] [--anonymize] [--model DIR]``
+                                  scan PATH (a series, a study, a folder, a DICOMDIR),
+                                  classify every study found and write, per study, a PDF
+                                  report (and a DICOM Structured Report, a Secondary
+                                  Capture of the most suspicious slice's heatmap), and
+                                  one CSV of all slices of all studies
 
 Exit status of ``classify``: 0 every input classified, 1 some refused (each in
 its row), 2 usage error (bad arguments, missing path, unusable model).
+
+``report`` names: with one study, the files are written as given; with several,
+each per-study output gets the study's number in scan order (patients by key,
+studies by date) before its suffix: ``OUT.pdf`` -> ``OUT-1.pdf``, ``OUT-2.pdf``...
+(the CSV stays one file).  One line per study on stderr: the file names, the
+verdict with its confidence and the slice counts.  Every batch is recorded in the
+history (``$CTVIEWER_DATA_DIR``).  Exit status: 0 all written, 1 some files refused
+or some output not written (the others still are), 2 usage error (bad arguments,
+missing path, unusable model, nothing classifiable found).
 """
 
 from __future__ import annotations
@@ -136,6 +151,113 @@ def classify(argv: list[str]) -> int:
     return EXIT_REFUSED if n_err else EXIT_OK
 
 
+def numbered(path: str, n: int, several: bool) -> str:
+    """``OUT.pdf`` -> ``OUT-<n>.pdf`` when there are several studies, else as given."""
+    if not several:
+        return path
+    root, ext = os.path.splitext(path)
+    return f"{root}-{n}{ext}"
+
+
+def report(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="ctviewer report",
+                                 description="Classify whole studies headless; PDF (and DICOM SR, CSV) reports.")
+    ap.add_argument("paths", nargs="+", metavar="PATH", help="series, study or folders (recursive), DICOMDIRs")
+    ap.add_argument("--pdf", required=True, metavar="OUT.pdf", help="PDF report (one per study: OUT-<n>.pdf)")
+    ap.add_argument("--sr", default=None, metavar="OUT.dcm", help="DICOM Structured Report (one per study)")
+    ap.add_argument("--sc", default=None, metavar="OUT.dcm",
+                    help="DICOM Secondary Capture of the most suspicious slice with its heatmap (one per study)")
+    ap.add_argument("--csv", default=None, metavar="OUT.csv", help="CSV of every slice of every study")
+    ap.add_argument("--anonymize", action="store_true", help="no patient name, ID, birth date or file paths")
+    ap.add_argument("--model", default=None, metavar="DIR", help="model package folder (default: the bundled model)")
+    a = ap.parse_args(argv)
+    missing = [p for p in a.paths if not os.path.exists(p)]
+    if missing:
+        print(f"ctviewer report: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return EXIT_USAGE
+    _quiet_libraries()
+    from ctviewer.inference import ModelError, load_classifier
+
+    try:
+        clf = load_classifier(a.model)
+    except ModelError as exc:
+        print(f"ctviewer report: cannot use the model: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from ctviewer.scan import scan
+    from ctviewer.study_batch import classifiable_series, classify_study, suspicious_thumbnails
+
+    patients, scan_errors = scan(a.paths)
+    jobs = [(patient, study) for patient in patients for study in patient.studies if classifiable_series(study)]
+    for err in scan_errors:
+        print(f"ctviewer report: refused {err.path}: {err.reason}", file=sys.stderr)
+    if not jobs:
+        print("ctviewer report: no CT series (DICOM or PNG/JPEG slices) found", file=sys.stderr)
+        return EXIT_USAGE
+
+    from ctviewer import __version__
+    from ctviewer.history import History, HistoryError
+    from ctviewer.reports import pseudonym, write_csv, write_heatmap_sc, write_pdf, write_sr
+
+    try:
+        history: History | None = History()
+    except HistoryError as exc:
+        print(f"ctviewer report: the batches are not recorded: {exc}", file=sys.stderr)
+        history = None
+    several = len(jobs) > 1
+    results = []
+    failed = bool(scan_errors)
+    try:
+        for n, (patient, study) in enumerate(jobs, 1):
+            result = classify_study(study, patient, clf)
+            results.append(result)
+            if history is not None:
+                try:
+                    history.add_batch(result)
+                except HistoryError as exc:
+                    print(f"ctviewer report: batch not recorded: {exc}", file=sys.stderr)
+            n_refused = sum(bool(s.error) for s in result.slices)
+            failed |= n_refused > 0
+            written = []
+            thumbs = suspicious_thumbnails(result, clf)
+            outputs = [("PDF", a.pdf, lambda dest: write_pdf(result, dest, clf.card, thumbs, anonymize=a.anonymize,
+                                                                software_version=__version__))]
+            if a.sr:
+                outputs.append(("SR", a.sr, lambda dest: write_sr(result, dest, anonymize=a.anonymize)))
+            if a.sc:
+                outputs.append(("SC", a.sc, (lambda dest: write_heatmap_sc(result, thumbs[0], dest,
+                                                                           anonymize=a.anonymize)) if thumbs else None))
+            for kind, out, write in outputs:
+                dest = numbered(out, n, several)
+                if write is None:
+                    print(f"ctviewer report: {dest}: not written, no lung slice was classified", file=sys.stderr)
+                    failed = True
+                    continue
+                try:
+                    write(dest)
+                    written.append(dest)
+                except Exception as exc:  # noqa: BLE001 - one report failing must not lose the others
+                    print(f"ctviewer report: {dest}: {kind} not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+                    failed = True
+            v = result.verdict
+            counts = (f"{len(result.slices)} slices: {v.n_lung} with lung ({v.n_positive} COVID), "
+                      f"{v.n_excluded} without lung, {v.n_refused} refused") if v else f"{len(result.slices)} slices"
+            verdict = f"{v.label} (confidence {v.confidence:.2f})" if v else "no verdict"
+            print(f"study {n}/{len(jobs)} {pseudonym(study.uid, a.anonymize)}: {verdict}; {counts} -> {', '.join(written) or 'nothing written'}",
+                  file=sys.stderr)
+        if a.csv:
+            try:
+                n_rows = write_csv(results, a.csv, anonymize=a.anonymize)
+                print(f"{n_rows} slices of {len(results)} studies -> {a.csv}", file=sys.stderr)
+            except Exception as exc:  # noqa: BLE001
+                print(f"ctviewer report: {a.csv}: CSV not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+                failed = True
+    finally:
+        if history is not None:
+            history.close()
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
 def launch(argv: list[str]) -> int:
     """The desktop application (``ctviewer [PATH...] [--screenshot OUT.png [--heatmap]]``)."""
     try:
@@ -151,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "classify":
         return classify(argv[1:])
+    if argv and argv[0] == "report":
+        return report(argv[1:])
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return EXIT_OK

@@ -16,9 +16,11 @@ Decisions:
   ``add_many`` is all-or-nothing.
 * **Schema versioning.** ``PRAGMA user_version`` holds the schema version.
   ``_MIGRATIONS[n]`` upgrades a database from version n-1 to n; on open, the
-  missing steps run in one transaction. Version 2 is added by writing
-  ``_migrate_to_2`` and bumping ``SCHEMA_VERSION``. A database from a newer
-  release raises :class:`HistoryError` rather than being touched.
+  missing steps run in one transaction. Version 1: ``predictions`` (one row per
+  classified slice); version 2 adds ``batches`` (one row per classified study:
+  study, counts, verdict; ``add_batch``), so a version-1 file is upgraded in
+  place, its predictions kept. A database from a newer release raises
+  :class:`HistoryError` rather than being touched.
 * **Never destroy the user's file.** A file that is not SQLite (or is corrupt)
   raises :class:`HistoryError` naming the path; we do not delete or recreate it.
 * **Pure Python.** No Qt, no TensorFlow: the CLI, the GUI and tests share it. The
@@ -43,6 +45,7 @@ import platformdirs
 
 if TYPE_CHECKING:  # only the attributes are used; keeps this module free of numpy/pydicom
     from ctviewer.batch import Record
+    from ctviewer.studies import StudyResult
 
 CSV_COLUMNS = ("time", "path", "frame", "sop_instance_uid", "label", "p_covid", "model", "pixel_sha256")
 _FIELDS = "id, time, path, frame, sop_instance_uid, pixel_sha256, label, p_covid, model"
@@ -67,6 +70,26 @@ class HistoryEntry:
     model: str
 
 
+@dataclass(frozen=True)
+class BatchEntry:
+    """One classified study (or series) of a batch run."""
+
+    id: int
+    time: str  # ISO 8601 UTC, seconds
+    study_uid: str
+    n_slices: int  # slices in the result, refused ones included
+    n_lung: int  # classified slices showing lung (the verdict's basis)
+    n_positive: int  # of those, called COVID
+    n_refused: int
+    verdict: str  # "COVID", "non-COVID", "indeterminate", or "" when no verdict was computed
+    confidence: float | None
+    model: str
+    cancelled: bool
+
+
+_BATCH_FIELDS = "id, time, study_uid, n_slices, n_lung, n_positive, n_refused, verdict, confidence, model, cancelled"
+
+
 class HistoryError(Exception):
     """The history database cannot be used (not SQLite, corrupt, newer schema, unwritable)."""
 
@@ -88,8 +111,27 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX predictions_pixel_sha256 ON predictions (pixel_sha256)")
 
 
+def _migrate_to_2(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE batches (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            study_uid TEXT NOT NULL,
+            n_slices INTEGER NOT NULL,
+            n_lung INTEGER NOT NULL,
+            n_positive INTEGER NOT NULL,
+            n_refused INTEGER NOT NULL,
+            verdict TEXT NOT NULL,
+            confidence REAL,
+            model TEXT NOT NULL,
+            cancelled INTEGER NOT NULL)"""
+    )
+    db.execute("CREATE INDEX batches_time ON batches (time)")
+    db.execute("CREATE INDEX batches_study_uid ON batches (study_uid)")
+
+
 # _MIGRATIONS[n] takes the schema from version n-1 to version n.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1}
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
 
 
 def _utc_stamp(time: datetime | None) -> str:
@@ -99,7 +141,7 @@ def _utc_stamp(time: datetime | None) -> str:
 
 
 class History:
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = pathlib.Path(path) if path is not None else default_history_path()
@@ -198,13 +240,47 @@ class History:
             ).fetchall()
         return [HistoryEntry(*row) for row in rows]
 
+    def add_batch(self, result: StudyResult, time: datetime | None = None) -> int:
+        """Record a classified study (its counts and verdict, not its slices); returns the row id."""
+        slices = list(result.slices)
+        v = result.verdict
+        if v is not None:
+            n_lung, n_positive, n_refused = v.n_lung, v.n_positive, v.n_refused
+            label, confidence = v.label, float(v.confidence)
+        else:  # no verdict computed: count what the slices say
+            lung = [s for s in slices if not s.error and s.p_covid is not None and s.has_lung]
+            n_lung = len(lung)
+            n_positive = sum(s.p_covid >= result.threshold for s in lung)
+            n_refused = sum(bool(s.error) for s in slices)
+            label, confidence = "", None
+        row = (_utc_stamp(time), result.study.uid or "", len(slices), int(n_lung), int(n_positive), int(n_refused),
+               label, confidence, result.model or "", int(bool(result.cancelled)))
+        with self._use(write=True) as db:
+            db.execute(
+                "INSERT INTO batches (time, study_uid, n_slices, n_lung, n_positive, n_refused, verdict, confidence, "
+                "model, cancelled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            return db.execute("SELECT last_insert_rowid()").fetchone()[0]
+
+    def batches(self, limit: int | None = None) -> list[BatchEntry]:
+        """Recorded batches, newest first."""
+        with self._use() as db:
+            rows = db.execute(
+                f"SELECT {_BATCH_FIELDS} FROM batches ORDER BY time DESC, id DESC LIMIT ?",
+                (-1 if limit is None else max(0, int(limit)),),
+            ).fetchall()
+        return [BatchEntry(*row[:10], cancelled=bool(row[10])) for row in rows]
+
     def __len__(self) -> int:
         with self._use() as db:
             return db.execute("SELECT count(*) FROM predictions").fetchone()[0]
 
     def clear(self) -> None:
+        """Forget everything: the predictions and the recorded batches."""
         with self._use(write=True) as db:
             db.execute("DELETE FROM predictions")
+            db.execute("DELETE FROM batches")
 
     def export_csv(self, dest: str | os.PathLike, entries: Iterable[HistoryEntry] | None = None) -> int:
         """Write ``entries`` (default: all, newest first) as CSV, atomically; returns the row count."""

@@ -33,7 +33,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .imaging.preprocess import PreprocessParams, content_box, display8
+from .imaging.preprocess import PreprocessParams, body_outline, content_box, display8
 from .imaging.slice import Slice
 from .studies import SliceResult, Verdict
 
@@ -82,7 +82,7 @@ def lung_mask(img8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if stats[body, cv2.CC_STAT_AREA] < 0.02 * sh * sw:
         return empty, empty
     hull = np.zeros_like(tissue)
-    cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero((body_labels == body).astype(np.uint8))), 1)
+    cv2.fillConvexPoly(hull, cv2.convexHull(body_outline((body_labels == body).astype(np.uint8))), 1)
     dark = ((tissue == 0) & (hull == 1)).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from ctviewer.batch import Record
-from ctviewer.history import History, HistoryEntry, HistoryError, default_history_path
+from ctviewer.history import BatchEntry, History, HistoryEntry, HistoryError, default_history_path
+from ctviewer.studies import PatientNode, SliceResult, StudyNode, StudyResult, Verdict
 
 T0 = datetime(2026, 11, 27, 10, 31, 2, tzinfo=timezone.utc)
 
@@ -132,9 +133,9 @@ def test_wal_and_schema_version(hist):
     db = sqlite3.connect(hist.path)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == History.SCHEMA_VERSION == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == History.SCHEMA_VERSION == 2
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert {"predictions_time", "predictions_pixel_sha256"} <= indexes
+        assert {"predictions_time", "predictions_pixel_sha256", "batches_time", "batches_study_uid"} <= indexes
     finally:
         db.close()
 
@@ -245,3 +246,117 @@ def test_survives_a_killed_writer(tmp_path):
             new_id = h.add(rec(1))
             assert new_id is not None and len(h) == len(entries) + 1
             previous = len(h)
+
+
+# --- schema version 2: batches ------------------------------------------------------------------
+
+
+def study_result(uid: str = "1.2.3.4", verdict: Verdict | None = None, cancelled: bool = False) -> StudyResult:
+    slices = [SliceResult(f"/data/s{i}.dcm", p_covid=0.9 if i < 3 else 0.1, label="x") for i in range(6)]
+    slices += [SliceResult("/data/bad.dcm", error="unreadable"), SliceResult("/data/neck.dcm", p_covid=0.2, has_lung=False)]
+    if verdict is None:
+        verdict = Verdict("COVID", 0.75, 0.5, n_lung=6, n_positive=3, n_excluded=1, n_refused=1, rule="a rule")
+    return StudyResult(StudyNode(uid, ()), PatientNode("P1"), slices, verdict, model="ct-resnet50 1.1.0",
+                       cancelled=cancelled)
+
+
+def test_add_batch_round_trip(hist):
+    rowid = hist.add_batch(study_result(), time=T0)
+    hist.add_batch(study_result("9.9", cancelled=True), time=T0 + timedelta(seconds=5))
+    assert isinstance(rowid, int)
+    older = hist.batches()[1]
+    assert older == BatchEntry(
+        id=rowid, time="2026-11-27T10:31:02Z", study_uid="1.2.3.4", n_slices=8, n_lung=6, n_positive=3,
+        n_refused=1, verdict="COVID", confidence=0.75, model="ct-resnet50 1.1.0", cancelled=False,
+    )
+    newer = hist.batches()[0]
+    assert newer.study_uid == "9.9" and newer.cancelled is True
+    assert [b.study_uid for b in hist.batches(limit=1)] == ["9.9"]
+    assert len(hist) == 0  # batches are not predictions
+
+
+def test_add_batch_without_verdict_counts_the_slices(hist):
+    r = study_result()
+    r.verdict = None
+    hist.add_batch(r, time=T0)
+    b = hist.batches()[0]
+    assert (b.n_slices, b.n_lung, b.n_positive, b.n_refused, b.verdict, b.confidence) == (8, 6, 3, 1, "", None)
+
+
+def test_clear_forgets_batches_too(hist):
+    hist.add(rec())
+    hist.add_batch(study_result())
+    hist.clear()
+    assert hist.batches() == [] and len(hist) == 0
+
+
+def make_v1_file(path) -> None:
+    """A history written by the release with schema version 1 (its exact DDL)."""
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(
+        """CREATE TABLE predictions (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            path TEXT NOT NULL,
+            frame INTEGER,
+            sop_instance_uid TEXT NOT NULL,
+            pixel_sha256 TEXT NOT NULL,
+            label TEXT NOT NULL,
+            p_covid REAL NOT NULL,
+            model TEXT NOT NULL)"""
+    )
+    db.execute("CREATE INDEX predictions_time ON predictions (time)")
+    db.execute("CREATE INDEX predictions_pixel_sha256 ON predictions (pixel_sha256)")
+    db.execute(
+        "INSERT INTO predictions (time, path, frame, sop_instance_uid, pixel_sha256, label, p_covid, model) "
+        "VALUES ('2026-11-27T10:31:02Z', '/data/old.dcm', NULL, '1.2.3', '00000000000000aa', 'COVID', 0.75, 'm 1')"
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+
+
+def test_version_1_file_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "h.sqlite3"
+    make_v1_file(path)
+    with History(path) as h:
+        assert [(e.path, e.p_covid, e.label) for e in h.entries()] == [("/data/old.dcm", 0.75, "COVID")]
+        assert h.batches() == []
+        h.add_batch(study_result(), time=T0)
+        h.add(rec(1))
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"predictions", "batches"} <= tables
+    finally:
+        db.close()
+    with History(path) as h:  # reopening a v2 file migrates nothing and keeps everything
+        assert len(h) == 2 and len(h.batches()) == 1
+
+
+def test_failed_upgrade_leaves_the_version_1_file_untouched(tmp_path, monkeypatch):
+    import ctviewer.history as history_module
+
+    path = tmp_path / "h.sqlite3"
+    make_v1_file(path)
+
+    def broken(db):
+        db.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY)")
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    monkeypatch.setitem(history_module._MIGRATIONS, 2, broken)
+    with pytest.raises(HistoryError):
+        History(path)
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {"predictions"}  # the half-done step was rolled back
+    finally:
+        db.close()
+    monkeypatch.undo()
+    with History(path) as h:
+        assert len(h) == 1 and h.batches() == []

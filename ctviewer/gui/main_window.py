@@ -193,6 +193,24 @@ class MainWindow(OpeningMixin, QMainWindow):
 
         ModelCardDialog(self.classifier.card, self.classifier.folder, self).exec()
 
+    def open_batch_review(self, paths=None):
+        """The batch review window (one per main window), sharing the model and the history."""
+        from .batch_view import BatchWindow
+
+        if getattr(self, "batch_window", None) is None:
+            self.batch_window = BatchWindow(self.classifier, self.history, parent=self)
+            if self.classifier is None:  # still loading: hand it over when ready
+                self.modelReady.connect(lambda: self.batch_window.set_classifier(self.classifier))
+                self.modelFailed.connect(self.batch_window.set_model_error)
+                if self.model_error:
+                    self.batch_window.set_model_error(self.model_error)
+        self.batch_window.show()
+        self.batch_window.raise_()
+        self.batch_window.activateWindow()
+        if paths:
+            self.batch_window.scan([str(p) for p in paths])
+        return self.batch_window
+
     # --- navigation and display --------------------------------------------
     def current_slice(self) -> Slice | None:
         si, i = self.current

@@ -10,6 +10,7 @@ from .viewer import ZOOM_STEP
 PRESET_KEYS = (("lung", "1"), ("mediastinum", "2"), ("bone", "3"), ("file", "4"))
 SHORTCUTS = (
     ("Ctrl+O / Ctrl+Shift+O / Ctrl+D", "Open files / folder / DICOMDIR"),
+    ("Ctrl+B", "Batch review of studies"),
     ("Up, Down, mouse wheel", "Previous / next slice"),
     ("Page Up / Page Down", "10 slices back / forward"),
     ("Home / End", "First / last slice"),
@@ -47,6 +48,7 @@ def build_menus(win) -> None:
     win._action("Open &DICOMDIR…", win.open_dicomdir_dialog, "Ctrl+D", menu=f)
     win.recent_menu = f.addMenu("Open &recent")
     win._action("Open the &sample slices", win.open_samples, menu=f)
+    win._action("&Batch review…", lambda: win.open_batch_review(), "Ctrl+B", menu=f)
     f.addSeparator()
     win._action("E&xport history as CSV…", lambda: win.history_panel.export_csv(), menu=f)
     f.addSeparator()

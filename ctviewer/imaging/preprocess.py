@@ -95,6 +95,14 @@ def chest_box(img8: np.ndarray, margin: float = 0.06) -> Box:
     return (x0 + cx0, y0 + cy0, x1 + cx0, y1 + cy0)
 
 
+def body_outline(mask: np.ndarray) -> np.ndarray:
+    """Points of the outer contour of a binary mask: the same convex hull and bounding box
+    as all its pixels, at a fraction of the cost (cv2.convexHull over every body pixel
+    took most of the crop's time)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    return np.vstack(contours)
+
+
 def _lung_box(img8: np.ndarray, margin: float) -> Box:
     """Bounding box of the lungs (plus ``margin``) in a lung-windowed uint8 slice.
 
@@ -121,7 +129,7 @@ def _lung_box(img8: np.ndarray, margin: float) -> Box:
     body = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     if stats[body, cv2.CC_STAT_AREA] < 0.02 * sh * sw:
         return full
-    pts = cv2.findNonZero((labels == body).astype(np.uint8))
+    pts = body_outline((labels == body).astype(np.uint8))
     hull = np.zeros_like(tissue)
     cv2.fillConvexPoly(hull, cv2.convexHull(pts), 1)
     dark = ((tissue == 0) & (hull == 1)).astype(np.uint8)

@@ -1,0 +1,95 @@
+"""Reports of a batch study review: CSV (all slices), PDF (one study), DICOM SR and Secondary Capture.
+
+No Qt and no TensorFlow here: numpy, matplotlib (``Figure`` + ``PdfPages``,
+never ``pyplot`` and never ``matplotlib.use``, so the GUI's backend is left
+alone), pydicom and the standard library.  The writers are imported lazily
+(``from ctviewer.reports import write_pdf`` loads matplotlib only then).
+
+Anonymisation, the same in every writer (``anonymize=True``):
+
+- no patient name, patient ID, birth date (nor sex, accession number, in the
+  PDF and DICOM outputs); the PDF says "anonymised";
+- no file paths: the CSV keeps only file names (``path`` column), the PDF
+  and the DICOM objects carry neither paths nor file names;
+- pseudo-study/series keys ``"folder:<absolute folder>"`` (PNG/JPEG folders,
+  whose folder name is often the patient's name) become
+  ``"folder:<12 hex digits of SHA-256 of the key>"``: stable, so rows of the
+  same folder still group, but the path is gone (``pseudonym``);
+- error texts have any path replaced by its file name (``redact``).
+
+DICOM UIDs are kept: they are what ties the outputs to the images.
+
+Every writer writes to a temporary file beside the destination and moves it
+into place with ``os.replace``: a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+__all__ = [
+    "CSV_COLUMNS", "write_csv", "write_pdf", "write_sr", "write_heatmap_sc", "read_sr",
+    "pseudonym", "redact", "atomic_path",
+]
+
+_LAZY = {
+    "CSV_COLUMNS": "csv_report", "write_csv": "csv_report",
+    "write_pdf": "pdf",
+    "write_sr": "dicom_sr", "write_heatmap_sc": "dicom_sr", "read_sr": "dicom_sr",
+}
+
+RESEARCH_ONLY = "Research use only — not for diagnosis"
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def pseudonym(uid: str, anonymize: bool) -> str:
+    """A study/series key fit for an anonymised report (see the module docstring)."""
+    if anonymize and uid.startswith("folder:"):
+        return "folder:" + hashlib.sha256(uid.encode("utf-8")).hexdigest()[:12]
+    return uid
+
+
+def redact(text: str, path: str, anonymize: bool) -> str:
+    """``text`` with ``path`` (and its absolute form) replaced by the file name when anonymising."""
+    if not anonymize or not text or not path:
+        return text
+    name = os.path.basename(path)
+    for p in sorted({path, os.path.abspath(path)}, key=len, reverse=True):
+        text = text.replace(p, name)
+    return text
+
+
+def software_version() -> str:
+    from ctviewer import __version__
+
+    return __version__
+
+
+@contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success it replaces ``dest``, on failure it is removed."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
