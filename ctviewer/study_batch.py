@@ -43,7 +43,13 @@ import numpy as np
 from ctviewer.batch import CLASSIFIABLE_MODALITIES, check_classifiable, pixel_hash, prepared_batches
 from ctviewer.imaging import ImagingError
 from ctviewer.imaging.io import load_slices
-from ctviewer.imaging.preprocess import PreprocessParams, display8, heatmap_to_slice, model_input_and_box
+from ctviewer.imaging.preprocess import (
+    PreprocessParams,
+    display8,
+    heatmap_to_slice,
+    input_from_display,
+    model_input_and_box,
+)
 from ctviewer.imaging.series import _natural
 from ctviewer.studies import PatientNode, SliceResult, StudyNode, StudyResult, Thumbnail
 
@@ -128,15 +134,17 @@ def slice_position(s) -> float | None:
 
 
 def _prepare(path: str, series_uid: str, params: PreprocessParams) -> _Prepared:
-    from ctviewer.verdict import has_lung, lung_fraction
+    from ctviewer.verdict import LUNG_WINDOW, has_lung, lung_fraction
 
+    same_window = (params.window_center, params.window_width) == LUNG_WINDOW
     try:
         slices = load_slices(path)
         check_classifiable(slices)
         items = []
         for s in slices:
-            x, _ = model_input_and_box(s, params)
-            fraction = float(lung_fraction(s))
+            img8 = display8(s, params)  # once: the model input and the lung detection share it
+            x, _ = input_from_display(img8, params)
+            fraction = float(lung_fraction(s, img8 if same_window else None))
             items.append(_Item(
                 frame=s.frame,
                 sop_instance_uid=s.sop_instance_uid or "",

@@ -57,6 +57,7 @@ STUDY_MIN_POSITIVE: float = 0.5
 MAX_CONFIDENCE: float = 0.99
 
 _PARAMS = PreprocessParams()
+LUNG_WINDOW = (_PARAMS.window_center, _PARAMS.window_width)  # the window lung_fraction reads
 
 
 def lung_mask(img8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,9 +106,12 @@ def lung_mask(img8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.isin(labels, keep), hull.astype(bool)
 
 
-def lung_fraction(s: Slice) -> float:
-    """Share of the chest (convex hull of the body) that is lung or airway; 0.0 without a body."""
-    lung, hull = lung_mask(display8(s, _PARAMS))
+def lung_fraction(s: Slice, img8: np.ndarray | None = None) -> float:
+    """Share of the chest (convex hull of the body) that is lung or airway; 0.0 without a body.
+
+    ``img8``: the slice already in the lung window (``display8(s, PreprocessParams())``), when
+    the caller has it (the batch engine computes it once for the model input and for this)."""
+    lung, hull = lung_mask(img8 if img8 is not None else display8(s, _PARAMS))
     area = int(hull.sum())
     return float(lung.sum()) / area if area else 0.0
 

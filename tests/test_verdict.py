@@ -175,3 +175,21 @@ def test_validation_pseudo_studies():
     calls = lambda shares: sum(study_verdict(_results(round(25 * s), 25 - round(25 * s))).label == "COVID"
                                for s in shares)
     assert calls(covid_shares) == 10 and calls(non_covid_shares) == 0
+
+
+def test_lung_fraction_from_the_shared_display_image_is_the_same():
+    """The batch engine windows a slice once and hands the image to both the model input
+    and the lung detection: same numbers as computing each from the slice."""
+    from ctviewer.imaging.preprocess import PreprocessParams, display8, input_from_display, model_input_and_box
+    from ctviewer.verdict import LUNG_WINDOW
+    from tests.synthetic import chest_hu
+
+    params = PreprocessParams()
+    assert (params.window_center, params.window_width) == LUNG_WINDOW
+    for seed in range(3):
+        s = Slice(pixels=chest_hu(256, lesion=bool(seed), seed=seed), path=f"s{seed}.dcm", is_hu=True)
+        img8 = display8(s, params)
+        assert lung_fraction(s, img8) == lung_fraction(s)
+        x, box = input_from_display(img8, params)
+        x_ref, box_ref = model_input_and_box(s, params)
+        assert box == box_ref and np.array_equal(x, x_ref)

@@ -175,9 +175,14 @@ def model_input_and_box(s: Slice, params: PreprocessParams = PreprocessParams())
     anything computed over the model input (a Grad-CAM map) can be put back on
     the slice with ``heatmap_to_slice``.  ``to_model_input`` calls this: one path.
     """
-    img = display8(s, params)
-    box = chest_box(img, params.margin)
-    return crop_resize(img, box, params.size), box
+    return input_from_display(display8(s, params), params)
+
+
+def input_from_display(img8: np.ndarray, params: PreprocessParams = PreprocessParams()) -> tuple[np.ndarray, Box]:
+    """``model_input_and_box`` from the slice already in the model's window (``display8``):
+    for callers that also need that image (the batch engine's lung detection)."""
+    box = chest_box(img8, params.margin)
+    return crop_resize(img8, box, params.size), box
 
 
 def to_model_input(s: Slice, params: PreprocessParams = PreprocessParams()) -> np.ndarray:

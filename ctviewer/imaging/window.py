@@ -21,9 +21,13 @@ def apply_window(hu: np.ndarray, center: float, width: float, invert: bool = Fal
     if not width > 0:
         raise ValueError(f"window width must be positive, got {width}")
     low = center - width / 2.0
-    scaled = (np.asarray(hu, dtype=np.float32) - np.float32(low)) * np.float32(255.0 / width)
-    out = np.clip(scaled, 0.0, 255.0)
-    out = np.rint(out).astype(np.uint8)
+    # In place on one float32 buffer: the same arithmetic as (hu - low) * k, clip, rint,
+    # without three temporary 512x512 arrays (it runs for every slice of a batch).
+    buf = np.subtract(np.asarray(hu, dtype=np.float32), np.float32(low), dtype=np.float32)
+    np.multiply(buf, np.float32(255.0 / width), out=buf)
+    np.clip(buf, 0.0, 255.0, out=buf)
+    np.rint(buf, out=buf)
+    out = buf.astype(np.uint8)
     if invert:
         out = 255 - out
     return out
