@@ -315,3 +315,13 @@ def test_reports_import_neither_qt_nor_tensorflow():
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_reports_are_ordinary_files_not_private_temporaries(tmp_path, synthetic):
+    import os
+
+    dest = tmp_path / "perm.csv"
+    write_csv([synthetic], dest)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -77,6 +77,21 @@ def software_version() -> str:
     return __version__
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where the OS allows (os.umask(0) and back
+    would briefly loosen it for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # the strictest value while it is read
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success it replaces ``dest``, on failure it is removed."""
@@ -86,6 +101,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, dest)
     except BaseException:
         try:
