@@ -41,7 +41,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from .imaging.dicom import DAMAGED, NO_PIXELS, _check_file_size, _check_geometry, _non_image_kind, _text
 from .imaging.errors import ImagingError
-from .imaging.io import looks_like_dicom, read_head
+from .imaging.io import looks_like_dicom, sniff
 from .imaging.raster import looks_like_raster
 from .imaging.series import iter_files
 from .studies import PatientNode, SeriesNode, StudyNode
@@ -180,14 +180,7 @@ def _dicom_header(path: str) -> _Header:
 
 def scan_file(path: str) -> _Header:
     """Sniff one file and read its header (never its pixels); ``ImagingError`` when refused."""
-    try:
-        head = read_head(path)
-    except FileNotFoundError:
-        raise ImagingError(path, "file not found") from None
-    except IsADirectoryError:
-        raise ImagingError(path, "is a folder, not a file") from None
-    except OSError as exc:
-        raise ImagingError(path, f"cannot read the file ({exc.strerror or exc})") from None
+    head = sniff(path)
     if looks_like_raster(head):
         _check_file_size(path)
         return _raster_header(path)

@@ -76,17 +76,22 @@ def is_candidate(path: str | os.PathLike) -> bool:
     return looks_like_raster(head) or looks_like_dicom(head)
 
 
-def load_slices(path: str | os.PathLike) -> list[Slice]:
-    """Slices of one file (one per frame), or ``ImagingError`` saying why not."""
-    path = os.fspath(path)
+def sniff(path: str) -> bytes:
+    """The first bytes of a file to sniff its kind, or ``ImagingError`` saying why they cannot be read."""
     try:
-        head = read_head(path)
+        return read_head(path)
     except FileNotFoundError:
         raise ImagingError(path, "file not found") from None
     except IsADirectoryError:
         raise ImagingError(path, "is a folder, not a file") from None
     except OSError as exc:
         raise ImagingError(path, f"cannot read the file ({exc.strerror or exc})") from None
+
+
+def load_slices(path: str | os.PathLike) -> list[Slice]:
+    """Slices of one file (one per frame), or ``ImagingError`` saying why not."""
+    path = os.fspath(path)
+    head = sniff(path)
     if looks_like_raster(head):
         return [read_raster(path)]
     if looks_like_dicom(head):

@@ -45,7 +45,7 @@ from pydicom.tag import BaseTag
 
 from .dicom import DAMAGED, _check_file_size
 from .errors import ImagingError
-from .io import looks_like_dicom, read_head
+from .io import looks_like_dicom, sniff
 from .raster import looks_like_raster
 from .slice import Slice
 
@@ -132,14 +132,7 @@ def read_tags(path: str | os.PathLike, max_rows: int = 5000) -> list[TagRow]:
     path = os.fspath(path)
     max_rows = max(1, int(max_rows))
     _check_file_size(path)
-    try:
-        head = read_head(path)
-    except IsADirectoryError:
-        raise ImagingError(path, "is a folder, not a file") from None
-    except PermissionError:
-        raise ImagingError(path, "cannot read the file (permission denied)") from None
-    except OSError as exc:
-        raise ImagingError(path, f"cannot read the file ({exc.strerror or exc})") from None
+    head = sniff(path)
     if looks_like_raster(head):
         return []
     if not looks_like_dicom(head):
