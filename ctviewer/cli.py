@@ -104,6 +104,25 @@ def _import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+def _paths_exist(prog: str, paths: list[str]) -> bool:
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        print(f"{prog}: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+    return not missing
+
+
+def _load_model(prog: str, folder: str | None):
+    """The verified classifier, or None after saying why it cannot be used."""
+    _quiet_libraries()
+    from ctviewer.inference import ModelError, load_classifier
+
+    try:
+        return load_classifier(folder)
+    except ModelError as exc:
+        print(f"{prog}: cannot use the model: {exc}", file=sys.stderr)
+        return None
+
+
 def classify(argv: list[str]) -> int:
     from ctviewer.batch import COLUMNS, classify_files
     from ctviewer.imaging.series import iter_files
@@ -114,20 +133,13 @@ def classify(argv: list[str]) -> int:
     ap.add_argument("--model", default=None, metavar="DIR", help="model package folder (default: the bundled model)")
     ap.add_argument("--batch-size", type=int, default=64)
     a = ap.parse_args(argv)
-    missing = [p for p in a.paths if not os.path.exists(p)]
-    if missing:
-        print(f"ctviewer classify: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+    if not _paths_exist("ctviewer classify", a.paths):
         return EXIT_USAGE
     if a.batch_size < 1:
         print("ctviewer classify: --batch-size must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    _quiet_libraries()
-    from ctviewer.inference import ModelError, load_classifier
-
-    try:
-        clf = load_classifier(a.model)
-    except ModelError as exc:
-        print(f"ctviewer classify: cannot use the model: {exc}", file=sys.stderr)
+    clf = _load_model("ctviewer classify", a.model)
+    if clf is None:
         return EXIT_USAGE
     files = list(iter_files(a.paths))
     if not files:
@@ -171,17 +183,10 @@ def report(argv: list[str]) -> int:
     ap.add_argument("--anonymize", action="store_true", help="no patient name, ID, birth date or file paths")
     ap.add_argument("--model", default=None, metavar="DIR", help="model package folder (default: the bundled model)")
     a = ap.parse_args(argv)
-    missing = [p for p in a.paths if not os.path.exists(p)]
-    if missing:
-        print(f"ctviewer report: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+    if not _paths_exist("ctviewer report", a.paths):
         return EXIT_USAGE
-    _quiet_libraries()
-    from ctviewer.inference import ModelError, load_classifier
-
-    try:
-        clf = load_classifier(a.model)
-    except ModelError as exc:
-        print(f"ctviewer report: cannot use the model: {exc}", file=sys.stderr)
+    clf = _load_model("ctviewer report", a.model)
+    if clf is None:
         return EXIT_USAGE
 
     from ctviewer.scan import scan
