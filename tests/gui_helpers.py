@@ -113,3 +113,21 @@ def drop_files(widget, paths) -> tuple[bool, bool]:
                       Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, drop)
     return enter.isAccepted(), drop.isAccepted()
+
+
+def isolate_settings(tmp_path, monkeypatch):
+    """QSettings, the history and the log in this test's own folders (QSettings.setPath is
+    process-wide, so it is set again for every test); returns the config folder."""
+    from PySide6.QtCore import QSettings
+
+    from ctviewer.gui.app import configure_settings
+
+    config = tmp_path / "config"
+    monkeypatch.setenv("CTVIEWER_CONFIG_DIR", str(config))
+    monkeypatch.setenv("CTVIEWER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CTVIEWER_LOG_DIR", str(tmp_path / "log"))
+    configure_settings()
+    settings = QSettings()
+    settings.clear()
+    settings.sync()
+    return config

@@ -30,11 +30,11 @@ from PySide6.QtGui import QImage  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from ctviewer.gui import history_view  # noqa: E402
-from ctviewer.gui.app import configure_settings  # noqa: E402
 from ctviewer.gui.main_window import RASTER_WINDOW, MainWindow  # noqa: E402
 from ctviewer.history import CSV_COLUMNS, History  # noqa: E402
 from ctviewer.imaging import PRESETS  # noqa: E402
 from tests.gui_helpers import (  # noqa: E402
+    isolate_settings,
     PATIENT_NAME,
     double_click,
     drop_files,
@@ -64,14 +64,8 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def config_dir(qapp, tmp_path, monkeypatch) -> Path:
     """QSettings and the history in this test's own folders (QSettings.setPath is process-wide)."""
-    config, data = tmp_path / "config", tmp_path / "data"
-    monkeypatch.setenv("CTVIEWER_CONFIG_DIR", str(config))
-    monkeypatch.setenv("CTVIEWER_DATA_DIR", str(data))
-    configure_settings()
-    settings = QSettings()
-    settings.clear()
-    settings.sync()
-    assert Path(settings.fileName()).resolve().is_relative_to(config.resolve())
+    config = isolate_settings(tmp_path, monkeypatch)
+    assert Path(QSettings().fileName()).resolve().is_relative_to(config.resolve())
     return config
 
 

@@ -24,15 +24,14 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 pytest.importorskip("matplotlib")
 
-from PySide6.QtCore import QSettings, Qt, QThreadPool  # noqa: E402
+from PySide6.QtCore import Qt, QThreadPool  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from ctviewer.gui.app import configure_settings  # noqa: E402
 from ctviewer.gui.batch_view import BatchWindow  # noqa: E402
 from ctviewer.gui.main_window import MainWindow  # noqa: E402
 from ctviewer.gui.study_browser import NODE_ROLE, VERDICT_COLUMN  # noqa: E402
 from ctviewer.history import History  # noqa: E402
-from tests.gui_helpers import write_ct_series  # noqa: E402
+from tests.gui_helpers import isolate_settings, write_ct_series  # noqa: E402
 from tests.model_fixtures import make_model_package  # noqa: E402
 
 WAIT_MS = 120_000
@@ -62,14 +61,7 @@ def studies(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def config_dir(qapp, tmp_path, monkeypatch) -> Path:
     """QSettings and the history in this test's own folders."""
-    config, data = tmp_path / "config", tmp_path / "data"
-    monkeypatch.setenv("CTVIEWER_CONFIG_DIR", str(config))
-    monkeypatch.setenv("CTVIEWER_DATA_DIR", str(data))
-    configure_settings()
-    settings = QSettings()
-    settings.clear()
-    settings.sync()
-    return config
+    return isolate_settings(tmp_path, monkeypatch)
 
 
 @pytest.fixture
