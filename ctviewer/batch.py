@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -92,6 +94,25 @@ def pixel_hash(pixels: np.ndarray) -> str:
     return hashlib.sha256(a.tobytes()).hexdigest()[:16]
 
 
+#: The nice value of the reader threads (Linux: per-thread; elsewhere nothing changes).
+#: TensorFlow's threads meet at a barrier after every operation, so a reader that preempts
+#: one of them stalls all of them; low-priority readers run in the model's gaps instead,
+#: and get all the CPU whenever the model waits for them (measured with
+#: benchmarks/bench_study.py, see benchmarks/README.md).  The cost: under a foreign CPU
+#: load the readers yield to it too.  The GUI thread keeps its priority either way.
+READER_NICE = 19
+
+
+def _lower_priority() -> None:
+    """Thread initializer of the readers: lower this thread's priority (``READER_NICE``)."""
+    if not sys.platform.startswith("linux"):
+        return  # setpriority(PRIO_PROCESS, tid) names a thread only on Linux; elsewhere the whole process
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READER_NICE)
+    except OSError:
+        pass  # not permitted (a sandbox): run at normal priority
+
+
 def prepared_batches(
     files: Iterable[str],
     prepare: Callable[[str], P],
@@ -110,7 +131,8 @@ def prepared_batches(
     """
     pending: list[P] = []
     n_inputs = 0
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ctviewer-read") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ctviewer-read",
+                            initializer=_lower_priority) as pool:
         window: deque = deque()
         it = iter(files)
         ahead = max(4, 2 * batch_size)

@@ -59,7 +59,6 @@ class SliceResult:
     has_lung: bool = True  # False: neck, abdomen, scout... (left out of the verdict)
     lung_fraction: float = 0.0  # share of the body that is lung, the has_lung criterion
     error: str = ""  # why it was not classified (then p_covid is None)
-    pixel_sha256: str = ""
 
     @property
     def ok(self) -> bool:

@@ -5,7 +5,8 @@ here).  It is the engine of ``ctviewer classify`` (``batch.prepared_batches``): 
 are read and preprocessed on worker threads while the model runs on full batches.
 On top of that, each worker computes, per slice, what the study view needs:
 
-* the model input, the pixel hash (as ``ctviewer classify``),
+* the model input (as ``ctviewer classify``; no pixel hash: nothing in a study review reads
+  one, and it cost a tenth of a reader's time),
 * ``verdict.lung_fraction`` / ``verdict.has_lung`` (slices without lung are left out
   of the verdict),
 * the position along the slice normal: ``dot(ImagePositionPatient, normal)`` with
@@ -40,7 +41,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ctviewer.batch import CLASSIFIABLE_MODALITIES, check_classifiable, pixel_hash, prepared_batches
+from ctviewer.batch import CLASSIFIABLE_MODALITIES, check_classifiable, prepared_batches
 from ctviewer.imaging import ImagingError
 from ctviewer.imaging.io import load_slices
 from ctviewer.imaging.preprocess import (
@@ -49,6 +50,7 @@ from ctviewer.imaging.preprocess import (
     heatmap_to_slice,
     input_from_display,
     model_input_and_box,
+    segment_chest,
 )
 from ctviewer.imaging.series import _natural
 from ctviewer.studies import PatientNode, SliceResult, StudyNode, StudyResult, Thumbnail
@@ -107,7 +109,6 @@ class _Item:
     position: float | None
     has_lung: bool
     lung_fraction: float
-    pixel_sha256: str
     input: np.ndarray | None  # the model input, dropped once classified
 
 
@@ -143,8 +144,9 @@ def _prepare(path: str, series_uid: str, params: PreprocessParams) -> _Prepared:
         items = []
         for s in slices:
             img8 = display8(s, params)  # once: the model input and the lung detection share it
-            x, _ = input_from_display(img8, params)
-            fraction = float(lung_fraction(s, img8 if same_window else None))
+            seg = segment_chest(img8)  # and the segmentation, when lung detection reads the same window
+            x, _ = input_from_display(img8, params, seg)
+            fraction = float(lung_fraction(s, seg=seg) if same_window else lung_fraction(s))
             items.append(_Item(
                 frame=s.frame,
                 sop_instance_uid=s.sop_instance_uid or "",
@@ -152,7 +154,6 @@ def _prepare(path: str, series_uid: str, params: PreprocessParams) -> _Prepared:
                 position=slice_position(s),
                 has_lung=bool(has_lung(s, fraction)),
                 lung_fraction=fraction,
-                pixel_sha256=pixel_hash(s.pixels),
                 input=x,
             ))
         del slices  # the pixels go here: only the model inputs travel on
@@ -199,7 +200,7 @@ def _run(
                     path=prep.path, frame=it.frame, sop_instance_uid=it.sop_instance_uid,
                     series_uid=prep.series_uid, position=it.position, instance_number=it.instance_number,
                     p_covid=p, label=classifier.label_for(p), has_lung=it.has_lung,
-                    lung_fraction=it.lung_fraction, pixel_sha256=it.pixel_sha256,
+                    lung_fraction=it.lung_fraction,
                 ))
         del group, inputs
         for r in batch:

@@ -2,17 +2,17 @@
 
 Lung detection
 --------------
-``lung_fraction`` repeats the segmentation of ``preprocess._lung_box`` (the
-crop the model sees), duplicated minimally here because ``preprocess`` returns
-only a box and is not ours to change: the slice in the model's lung window
-(``display8``), uniform borders stripped (``content_box``), <= 256 px; tissue
-= brighter than Otsu's threshold (clipped to 100..200), opened; the body = the
-largest tissue component (>= 2 % of the image), the chest = its convex hull;
-lung/airway = dark pixels inside the hull, opened, in components that pass the
-same size rules as the crop (>= 0.2 % of the image, and >= 1 % or >= a sixth
-of the largest).  One difference from the crop: in a full field of view, dark
+``lung_fraction`` reads the segmentation the model's crop is cut from
+(``preprocess.segment_chest``; the batch engine computes it once per slice for
+both): the slice in the model's lung window (``display8``), uniform borders
+stripped (``content_box``), <= 256 px; tissue = brighter than Otsu's threshold
+(clipped to 100..200), opened; the body = the largest tissue component (>= 2 %
+of the image), the chest = its convex hull; lung/airway = dark pixels inside the
+hull, opened, in components that pass the same size rules as the crop
+(``ChestSegmentation.lung_candidates``: >= 0.2 % of the image, and >= 1 % or >=
+a sixth of the largest).  One difference from the crop: in a full field of view, dark
 components that reach the hull's edge are air outside the body (see
-``lung_mask``), not lung.  The fraction is lung area / hull area, 0.0 when there is no
+``segmentation_lung_mask``), not lung.  The fraction is lung area / hull area, 0.0 when there is no
 body (blank image, noise).
 
 ``has_lung`` is ``lung_fraction >= LUNG_MIN_FRACTION`` and the slice is not a
@@ -33,7 +33,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .imaging.preprocess import PreprocessParams, body_outline, content_box, display8
+from .imaging.preprocess import ChestSegmentation, PreprocessParams, display8, segment_chest
 from .imaging.slice import Slice
 from .studies import SliceResult, Verdict
 
@@ -63,55 +63,38 @@ LUNG_WINDOW = (_PARAMS.window_center, _PARAMS.window_width)  # the window lung_f
 def lung_mask(img8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(lung, chest hull) boolean masks of a lung-windowed uint8 image at working resolution
     (<= 256 px on the longest side, after stripping uniform borders)."""
-    cx0, cy0, cx1, cy1 = content_box(img8)
-    img8 = img8[cy0:cy1, cx0:cx1]
-    h, w = img8.shape
-    longest = max(h, w)
-    f = 256.0 / longest if longest > 256 else 1.0
-    small = cv2.resize(img8, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else img8
-    sh, sw = small.shape
-    empty = np.zeros((sh, sw), bool)
-    if int(small.max()) - int(small.min()) < 20:
+    return segmentation_lung_mask(segment_chest(img8))
+
+
+def segmentation_lung_mask(seg: ChestSegmentation) -> tuple[np.ndarray, np.ndarray]:
+    """``lung_mask`` from the slice's ``segment_chest`` (the one the model's crop reads)."""
+    if seg.body is None or seg.hull is None or seg.dark_labels is None:
+        empty = np.zeros(seg.shape, bool)
         return empty, empty
-    t, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    tissue = (small > float(np.clip(t, 100, 200))).astype(np.uint8)
-    tissue = cv2.morphologyEx(tissue, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, body_labels, stats, _ = cv2.connectedComponentsWithStats(tissue, connectivity=8)
-    if n <= 1:
-        return empty, empty
-    body = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[body, cv2.CC_STAT_AREA] < 0.02 * sh * sw:
-        return empty, empty
-    hull = np.zeros_like(tissue)
-    cv2.fillConvexPoly(hull, cv2.convexHull(body_outline((body_labels == body).astype(np.uint8))), 1)
-    dark = ((tissue == 0) & (hull == 1)).astype(np.uint8)
-    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
+    hull = seg.hull
     # When the whole body is in the image (it covers < CROP_FRAME_SHARE of the frame), air outside the body
     # caught in the hull's concavities (between neck and shoulders, under the back on the table)
     # reaches the hull's edge, while the lungs are walled in by the chest: such components are
     # dropped.  In tight crops (the dataset's PNGs) the frame cuts the chest, the largest tissue
     # component may be the mediastinum alone and the lungs do reach its hull's edge: kept.
     outside: set[int] = set()
-    is_body = body_labels == body
-    on_frame = np.concatenate([is_body[0], is_body[-1], is_body[:, 0], is_body[:, -1]]).mean()
+    body = seg.body
+    on_frame = np.concatenate([body[0], body[-1], body[:, 0], body[:, -1]]).mean()
     if on_frame < CROP_FRAME_SHARE:
         edge = (hull == 1) & (cv2.erode(hull, np.ones((3, 3), np.uint8)) == 0)
-        outside = set(np.unique(labels[edge & (dark == 1)]).tolist()) - {0}
-    areas = np.array([0 if i in outside else stats[i, cv2.CC_STAT_AREA] for i in range(1, n)], int)
-    if not areas.any():
-        return empty, hull.astype(bool)
-    min_area = max(0.002 * sh * sw, min(0.01 * sh * sw, areas.max() / 6))
-    keep = np.flatnonzero(areas >= min_area) + 1
-    return np.isin(labels, keep), hull.astype(bool)
+        outside = set(np.unique(seg.dark_labels[edge]).tolist()) - {0}
+    return seg.label_mask(seg.lung_candidates(outside)), hull.astype(bool)
 
 
-def lung_fraction(s: Slice, img8: np.ndarray | None = None) -> float:
+def lung_fraction(s: Slice, img8: np.ndarray | None = None, seg: ChestSegmentation | None = None) -> float:
     """Share of the chest (convex hull of the body) that is lung or airway; 0.0 without a body.
 
-    ``img8``: the slice already in the lung window (``display8(s, PreprocessParams())``), when
-    the caller has it (the batch engine computes it once for the model input and for this)."""
-    lung, hull = lung_mask(img8 if img8 is not None else display8(s, _PARAMS))
+    ``img8``: the slice already in the lung window (``display8(s, PreprocessParams())``), and
+    ``seg`` its ``segment_chest``, when the caller has them (the batch engine computes both
+    once for the model input and for this)."""
+    if seg is None:
+        seg = segment_chest(img8 if img8 is not None else display8(s, _PARAMS))
+    lung, hull = segmentation_lung_mask(seg)
     area = int(hull.sum())
     return float(lung.sum()) / area if area else 0.0
 

@@ -161,6 +161,23 @@ def test_engine_stops_when_cancelled(tmp_path, classifier):
     assert 2 <= len(recs) < 6
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux only")
+def test_readers_run_at_low_priority_and_the_caller_keeps_its_own():
+    """The readers yield the cores to the model (batch.READER_NICE); the thread that consumes
+    the batches (the model's, the GUI's worker) keeps its priority."""
+    import threading
+
+    from ctviewer.batch import READER_NICE, prepared_batches
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice()
+    seen = [p for group in prepared_batches(["a", "b", "c"], lambda _: nice(), lambda _: 1, batch_size=2) for p in group]
+    assert seen == [max(before, READER_NICE)] * 3
+    assert nice() == before
+
+
 def test_console_script_runs_in_a_fresh_process(study, model_dir):
     """The installed entry point, exit code and CSV on stdout, with a real process."""
     exe = Path(sys.executable).with_name("ctviewer")

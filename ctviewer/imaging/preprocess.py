@@ -5,7 +5,7 @@ Steps (the contract in docs/design.md):
 1. ``display8``: DICOM Hounsfield units -> the model's window (a model-card
    parameter, lung W1500/L-600 by default) -> uint8.  PNG/JPEG slices are
    already windowed and pass through.
-2. ``chest_box``: find the lungs and crop around them.  The training PNGs are
+2. ``segment_chest`` + ``chest_box``: find the lungs and crop around them.  The training PNGs are
    crops around the lungs and chest wall, while DICOM slices are full fields of
    view with air, table and arms; cropping both the same way shows the model the
    anatomy at one scale.  On a PNG that is already such a crop the box is
@@ -21,6 +21,7 @@ resize for a map over the input (Grad-CAM), to overlay it on the slice.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import cv2
@@ -87,14 +88,6 @@ def content_box(img8: np.ndarray, tolerance: int = 2) -> Box:
     return (int(x[0]), int(y[0]), int(x[-1]) + 1, int(y[-1]) + 1)
 
 
-def chest_box(img8: np.ndarray, margin: float = 0.06) -> Box:
-    """Bounding box of the lungs (plus ``margin``), within the image's content
-    box (uniform borders stripped), in a lung-windowed uint8 slice."""
-    cx0, cy0, cx1, cy1 = content_box(img8)
-    x0, y0, x1, y1 = _lung_box(img8[cy0:cy1, cx0:cx1], margin)
-    return (x0 + cx0, y0 + cy0, x1 + cx0, y1 + cy0)
-
-
 def body_outline(mask: np.ndarray) -> np.ndarray:
     """Points of the outer contour of a binary mask: the same convex hull and bounding box
     as all its pixels, at a fraction of the cost (cv2.convexHull over every body pixel
@@ -103,61 +96,122 @@ def body_outline(mask: np.ndarray) -> np.ndarray:
     return np.vstack(contours)
 
 
-def _lung_box(img8: np.ndarray, margin: float) -> Box:
-    """Bounding box of the lungs (plus ``margin``) in a lung-windowed uint8 slice.
+_KERNEL = np.ones((3, 3), np.uint8)
 
-    Tissue is separated from air by Otsu's threshold; the largest tissue
-    component is the body, its convex hull the chest; dark pixels inside the
-    hull are lungs and airways.  Falls back to the body's box, then to the
-    whole image, when no lungs are found (an abdomen slice, a blank image).
-    Works at <= 256 px for speed; the box is returned in full resolution.
+
+@dataclass(frozen=True)
+class ChestSegmentation:
+    """The chest segmentation that the crop (``chest_box``) and the lung detection
+    (``verdict.lung_mask``) both read, computed once per slice by ``segment_chest``.
+
+    Masks are at working resolution (<= 256 px on the longest side) over the content
+    box (uniform borders stripped).  ``body`` is None when there is no body: a flat
+    image, no tissue, or a largest tissue component under 2 % of the image.
     """
+
+    content: Box  # the content box, in slice pixels
+    scale: float  # working pixels per slice pixel (<= 1)
+    shape: tuple[int, int]  # working (h, w)
+    body: np.ndarray | None = None  # bool: the largest tissue component
+    hull: np.ndarray | None = None  # uint8 0/1: the body's convex hull (the chest)
+    dark_labels: np.ndarray | None = None  # int32: components of dark pixels inside the hull
+    dark_areas: np.ndarray | None = None  # their areas in pixels, index = label (0: the rest)
+
+    def lung_candidates(self, excluded: Collection[int] = ()) -> np.ndarray:
+        """Labels of the dark components that count as lung or airway: at least 0.2 % of the
+        image, and at least 1 % or a sixth of the largest (at the apices each lung is small,
+        and both must be kept).  ``excluded`` labels take no part (not even as the largest)."""
+        assert self.dark_areas is not None
+        areas = self.dark_areas.copy()
+        areas[0] = 0
+        if len(excluded):
+            areas[np.fromiter(excluded, int)] = 0
+        if not areas.any():
+            return np.zeros(0, int)
+        sh, sw = self.shape
+        min_area = max(0.002 * sh * sw, min(0.01 * sh * sw, areas.max() / 6))
+        return np.flatnonzero(areas >= min_area)
+
+    def label_mask(self, labels: np.ndarray) -> np.ndarray:
+        """Boolean mask of the given dark components."""
+        assert self.dark_labels is not None and self.dark_areas is not None
+        lut = np.zeros(len(self.dark_areas), bool)
+        lut[labels] = True
+        return lut[self.dark_labels]
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """8-connected component labels of a 0/1 uint8 mask and each label's area.  Areas by
+    ``bincount``: cv2's WithStats variant spends 4 times as long on statistics not used here."""
+    n, labels = cv2.connectedComponents(mask, connectivity=8)
+    return labels, np.bincount(labels.ravel(), minlength=n)
+
+
+def segment_chest(img8: np.ndarray) -> ChestSegmentation:
+    """Segment a lung-windowed uint8 slice: content box, body, chest hull, dark components.
+
+    Tissue is separated from air by Otsu's threshold (clipped to 100..200) and opened
+    (3x3); the body is the largest tissue component, the chest its convex hull; dark
+    pixels inside the hull, opened, are split into components (lungs, airways, and in a
+    full field of view air caught in the hull's concavities).
+    """
+    content = content_box(img8)
+    cx0, cy0, cx1, cy1 = content
+    img8 = img8[cy0:cy1, cx0:cx1]
     h, w = img8.shape
-    full: Box = (0, 0, w, h)
     f = _working_scale((h, w))
     small = cv2.resize(img8, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else img8
     sh, sw = small.shape
+    none = ChestSegmentation(content, f, (sh, sw))
     if int(small.max()) - int(small.min()) < 20:
-        return full
+        return none
     t, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    t = float(np.clip(t, 100, 200))
-    tissue = (small > t).astype(np.uint8)
-    tissue = cv2.morphologyEx(tissue, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(tissue, connectivity=8)
-    if n <= 1:
-        return full
-    body = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    if stats[body, cv2.CC_STAT_AREA] < 0.02 * sh * sw:
-        return full
-    pts = body_outline((labels == body).astype(np.uint8))
+    tissue = (small > float(np.clip(t, 100, 200))).astype(np.uint8)
+    tissue = cv2.morphologyEx(tissue, cv2.MORPH_OPEN, _KERNEL)
+    labels, areas = _components(tissue)
+    if len(areas) <= 1:
+        return none
+    body_label = 1 + int(np.argmax(areas[1:]))
+    if areas[body_label] < 0.02 * sh * sw:
+        return none
+    body = labels == body_label
     hull = np.zeros_like(tissue)
-    cv2.fillConvexPoly(hull, cv2.convexHull(pts), 1)
+    cv2.fillConvexPoly(hull, cv2.convexHull(body_outline(body.view(np.uint8))), 1)
     dark = ((tissue == 0) & (hull == 1)).astype(np.uint8)
-    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
-    # Lungs: dark components of at least 1 % of the image, or of at least a sixth of the
-    # largest one (at the apices each lung is small, and both must be kept).
-    areas = stats[1:, cv2.CC_STAT_AREA] if n > 1 else np.zeros(0, int)
-    min_area = min(0.01 * sh * sw, max(0.002 * sh * sw, areas.max() / 6)) if len(areas) else 0
-    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area and stats[i, cv2.CC_STAT_AREA] >= 0.002 * sh * sw]
-    if keep:
-        x0 = min(stats[i, cv2.CC_STAT_LEFT] for i in keep)
-        y0 = min(stats[i, cv2.CC_STAT_TOP] for i in keep)
-        x1 = max(stats[i, cv2.CC_STAT_LEFT] + stats[i, cv2.CC_STAT_WIDTH] for i in keep)
-        y1 = max(stats[i, cv2.CC_STAT_TOP] + stats[i, cv2.CC_STAT_HEIGHT] for i in keep)
-    else:
-        x0, y0, bw, bh = cv2.boundingRect(pts)
-        x1, y1 = x0 + bw, y0 + bh
+    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, _KERNEL)
+    dark_labels, dark_areas = _components(dark)
+    return ChestSegmentation(content, f, (sh, sw), body, hull, dark_labels, dark_areas)
+
+
+def chest_box(img8: np.ndarray, margin: float = 0.06, seg: ChestSegmentation | None = None) -> Box:
+    """Bounding box of the lungs (plus ``margin`` of its size on each side) in a
+    lung-windowed uint8 slice, within its content box (uniform borders stripped).
+
+    The lungs are the dark components of ``segment_chest`` that pass
+    ``lung_candidates``.  Falls back to the body's box when no lungs are found (an
+    abdomen slice), to the content box when there is no body (a blank image) or the
+    box is under 8 px.  ``seg``: the slice's segmentation when the caller has it.
+    """
+    if seg is None:
+        seg = segment_chest(img8)
+    cx0, cy0, cx1, cy1 = seg.content
+    if seg.body is None:
+        return seg.content
+    keep = seg.lung_candidates()
+    mask = seg.label_mask(keep) if len(keep) else seg.body
+    x0, y0, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    x1, y1 = x0 + bw, y0 + bh
+    f = seg.scale
     mx, my = margin * (x1 - x0), margin * (y1 - y0)
     box = (
         max(0, int(np.floor((x0 - mx) / f))),
         max(0, int(np.floor((y0 - my) / f))),
-        min(w, int(np.ceil((x1 + mx) / f))),
-        min(h, int(np.ceil((y1 + my) / f))),
+        min(cx1 - cx0, int(np.ceil((x1 + mx) / f))),
+        min(cy1 - cy0, int(np.ceil((y1 + my) / f))),
     )
     if box[2] - box[0] < 8 or box[3] - box[1] < 8:
-        return full
-    return box
+        return seg.content
+    return (box[0] + cx0, box[1] + cy0, box[2] + cx0, box[3] + cy0)
 
 
 def crop_resize(img8: np.ndarray, box: Box, size: int) -> np.ndarray:
@@ -178,10 +232,13 @@ def model_input_and_box(s: Slice, params: PreprocessParams = PreprocessParams())
     return input_from_display(display8(s, params), params)
 
 
-def input_from_display(img8: np.ndarray, params: PreprocessParams = PreprocessParams()) -> tuple[np.ndarray, Box]:
-    """``model_input_and_box`` from the slice already in the model's window (``display8``):
-    for callers that also need that image (the batch engine's lung detection)."""
-    box = chest_box(img8, params.margin)
+def input_from_display(
+    img8: np.ndarray, params: PreprocessParams = PreprocessParams(), seg: ChestSegmentation | None = None
+) -> tuple[np.ndarray, Box]:
+    """``model_input_and_box`` from the slice already in the model's window (``display8``),
+    and its ``segment_chest`` when the caller has it: for callers that also need them (the
+    batch engine's lung detection reads the same segmentation)."""
+    box = chest_box(img8, params.margin, seg)
     return crop_resize(img8, box, params.size), box
 
 
