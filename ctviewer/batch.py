@@ -1,9 +1,9 @@
 """The batch engine: files and folders in, one prediction record per slice out.
 
 Shared by ``ctviewer classify`` and the GUI's batch review.  Files are read and
-preprocessed on worker threads (pydicom's decoders and OpenCV release the GIL
-for their heavy parts) while the model runs on full batches, so decoding does
-not dominate.  A bad file becomes a row with its reason; the batch goes on.
+preprocessed on low-priority reader threads (``default_readers``, ``READER_NICE``)
+while the model runs on full batches, so decoding does not dominate.  A bad file
+becomes a row with its reason; the batch goes on.
 """
 
 from __future__ import annotations
@@ -103,6 +103,24 @@ def pixel_hash(pixels: np.ndarray) -> str:
 READER_NICE = 19
 
 
+def default_readers() -> int:
+    """How many reader threads feed the model: one per 6 cores, at least one.
+
+    A reader costs about a sixth of what the model costs per slice (3.6 against 22
+    core-ms for a 512x512 DICOM slice with flip TTA, benchmarks/bench_study.py), and one
+    reader prepares about 270 slices/s, 3 times what the model classifies on 2 cores.  A
+    second reader there bought nothing but contention: the readers' Python parts
+    (pydicom's parser) share one GIL, and pydicom releases it at every ``tell()``, so two
+    readers hand it back and forth hundreds of times per file (readers 4.4 core-ms per
+    slice instead of 3.6, 78-79 % of the raw model instead of 81 %).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, -(-cores // 6))
+
+
 def _lower_priority() -> None:
     """Thread initializer of the readers: lower this thread's priority (``READER_NICE``)."""
     if not sys.platform.startswith("linux"):
@@ -118,20 +136,21 @@ def prepared_batches(
     prepare: Callable[[str], P],
     size: Callable[[P], int],
     batch_size: int = 64,
-    workers: int = 2,
+    workers: int | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> Iterator[list[P]]:
     """The reading pipeline shared by ``classify_files`` and ``study_batch``.
 
-    ``prepare(path)`` runs on ``workers`` threads, at most ``max(4, 2 * batch_size)``
-    files ahead of the consumer; the prepared files are yielded in input order, in
+    ``prepare(path)`` runs on ``workers`` threads (default: ``default_readers()``), at
+    low priority (``READER_NICE``), at most ``max(4, 2 * batch_size)`` files ahead of
+    the consumer; the prepared files are yielded in input order, in
     groups holding at least ``batch_size`` model inputs (``size(prepared)``), the last
     group possibly fewer.  ``cancelled()`` is polled between files: the files not yet
     read are dropped and the last, partial group is not yielded.
     """
     pending: list[P] = []
     n_inputs = 0
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ctviewer-read",
+    with ThreadPoolExecutor(max_workers=max(1, workers or default_readers()), thread_name_prefix="ctviewer-read",
                             initializer=_lower_priority) as pool:
         window: deque = deque()
         it = iter(files)
@@ -169,7 +188,7 @@ def classify_files(
     files: Iterable[str],
     classifier,
     batch_size: int = 64,
-    workers: int = 2,
+    workers: int | None = None,
     on_file_done: Callable[[str], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
 ) -> Iterator[Record]:

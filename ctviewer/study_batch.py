@@ -172,7 +172,7 @@ def _run(
     on_slice: Callable[[SliceResult], None] | None,
     control: BatchControl | None,
     batch_size: int,
-    workers: int,
+    workers: int | None,
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[list[SliceResult], bool]:
     """Classify (path, series_uid) pairs; results in input order, and whether it was cancelled."""
@@ -240,7 +240,7 @@ def classify_files_to_results(
     on_slice: Callable[[SliceResult], None] | None = None,
     control: BatchControl | None = None,
     batch_size: int = 32,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> list[SliceResult]:
     """Classify the files of one series: results sorted (see the module docstring)."""
     results, _ = _run([(os.fspath(f), series_uid) for f in files], classifier, on_slice, control, batch_size, workers)
@@ -265,7 +265,7 @@ def classify_study(
     on_progress: Callable[[int, int, float], None] | None = None,
     control: BatchControl | None = None,
     batch_size: int = 32,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> StudyResult:
     """Classify a study (or the series ``series_uids`` of it) and compute its verdict.
 

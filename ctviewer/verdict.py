@@ -68,9 +68,15 @@ def lung_mask(img8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def segmentation_lung_mask(seg: ChestSegmentation) -> tuple[np.ndarray, np.ndarray]:
     """``lung_mask`` from the slice's ``segment_chest`` (the one the model's crop reads)."""
-    if seg.body is None or seg.hull is None or seg.dark_labels is None:
+    if seg.hull is None:
         empty = np.zeros(seg.shape, bool)
         return empty, empty
+    return seg.label_mask(_lung_labels(seg)), seg.hull.astype(bool)
+
+
+def _lung_labels(seg: ChestSegmentation) -> np.ndarray:
+    """The dark components of a segmentation with a body that are lung or airway."""
+    assert seg.body is not None and seg.hull is not None and seg.dark_labels is not None
     hull = seg.hull
     # When the whole body is in the image (it covers < CROP_FRAME_SHARE of the frame), air outside the body
     # caught in the hull's concavities (between neck and shoulders, under the back on the table)
@@ -83,7 +89,7 @@ def segmentation_lung_mask(seg: ChestSegmentation) -> tuple[np.ndarray, np.ndarr
     if on_frame < CROP_FRAME_SHARE:
         edge = (hull == 1) & (cv2.erode(hull, np.ones((3, 3), np.uint8)) == 0)
         outside = set(np.unique(seg.dark_labels[edge]).tolist()) - {0}
-    return seg.label_mask(seg.lung_candidates(outside)), hull.astype(bool)
+    return seg.lung_candidates(outside)
 
 
 def lung_fraction(s: Slice, img8: np.ndarray | None = None, seg: ChestSegmentation | None = None) -> float:
@@ -91,12 +97,14 @@ def lung_fraction(s: Slice, img8: np.ndarray | None = None, seg: ChestSegmentati
 
     ``img8``: the slice already in the lung window (``display8(s, PreprocessParams())``), and
     ``seg`` its ``segment_chest``, when the caller has them (the batch engine computes both
-    once for the model input and for this)."""
+    once for the model input and for this).  Areas are counted from the segmentation's
+    component areas: the same numbers as summing ``lung_mask``, without building it."""
     if seg is None:
         seg = segment_chest(img8 if img8 is not None else display8(s, _PARAMS))
-    lung, hull = segmentation_lung_mask(seg)
-    area = int(hull.sum())
-    return float(lung.sum()) / area if area else 0.0
+    if seg.hull is None or seg.dark_areas is None:
+        return 0.0
+    area = cv2.countNonZero(seg.hull)
+    return float(seg.dark_areas[_lung_labels(seg)].sum()) / area if area else 0.0
 
 
 def is_scout(s: Slice) -> bool:

@@ -169,13 +169,28 @@ def test_readers_run_at_low_priority_and_the_caller_keeps_its_own():
 
     from ctviewer.batch import READER_NICE, prepared_batches
 
-    def nice() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    caller = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, caller)
 
-    before = nice()
-    seen = [p for group in prepared_batches(["a", "b", "c"], lambda _: nice(), lambda _: 1, batch_size=2) for p in group]
-    assert seen == [max(before, READER_NICE)] * 3
-    assert nice() == before
+    def prepare(path):
+        tid = threading.get_native_id()
+        return tid, os.getpriority(os.PRIO_PROCESS, tid)
+
+    seen = [p for g in prepared_batches([str(i) for i in range(12)], prepare, lambda _: 1, batch_size=2) for p in g]
+    assert seen and all(nice == (before if tid == caller else max(before, READER_NICE)) for tid, nice in seen)
+    assert os.getpriority(os.PRIO_PROCESS, caller) == before
+
+
+def test_a_failing_prepare_is_raised_in_order():
+    from ctviewer.batch import prepared_batches
+
+    def prepare(path):
+        if path == "bad":
+            raise RuntimeError("boom")
+        return path
+
+    with pytest.raises(RuntimeError, match="boom"):
+        list(prepared_batches(["a", "bad", "c"], prepare, lambda _: 1, batch_size=1, workers=1))
 
 
 def test_console_script_runs_in_a_fresh_process(study, model_dir):
@@ -197,3 +212,11 @@ def test_shared_malformed_corpus_never_crashes_the_batch(SHARED_DATA, model_dir,
     assert code == 1
     assert rows and all(r["error"] or r["label"] for r in rows)
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("cores, readers", [(1, 1), (2, 1), (6, 1), (8, 2), (16, 3)])
+def test_one_reader_per_six_cores(monkeypatch, cores, readers):
+    from ctviewer import batch
+
+    monkeypatch.setattr(batch.os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
+    assert batch.default_readers() == readers
