@@ -3,10 +3,10 @@
 Import-light on purpose: numpy, pydicom and OpenCV only (no Qt, no TensorFlow).
 
 OpenCV runs single-threaded in this process.  Its own thread pool parallelised each
-512x512 resize or labelling over the cores, where the batch engine already runs one
-reader per core and TensorFlow wants the same cores: on 2 cores that pool cost about
-1.8 core-ms per slice in the readers (6.3 against 4.4, benchmarks/README.md) and saved
-under 0.4 ms of latency on a single slice.
+512x512 resize or labelling over the cores, which TensorFlow needs while the batch
+engine's readers run: on 2 cores that pool cost about 1.8 core-ms per slice in the
+readers (6.3 against 4.4, benchmarks/README.md) and saved under 0.4 ms of latency on a
+single slice.
 """
 
 import cv2

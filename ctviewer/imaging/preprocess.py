@@ -102,7 +102,7 @@ _KERNEL = np.ones((3, 3), np.uint8)
 @dataclass(frozen=True)
 class ChestSegmentation:
     """The chest segmentation that the crop (``chest_box``) and the lung detection
-    (``verdict.lung_mask``) both read, computed once per slice by ``segment_chest``.
+    (``verdict.lung_fraction``) both read, computed once per slice by ``segment_chest``.
 
     Masks are at working resolution (<= 256 px on the longest side) over the content
     box (uniform borders stripped).  ``body`` is None when there is no body: a flat
