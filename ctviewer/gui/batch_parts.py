@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QRunnable, Qt, QThread, Signal
+from PySide6.QtCore import QModelIndex, QObject, QRunnable, Qt, QThread, Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from ctviewer.studies import StudyResult
 
 from .study_browser import series_slices
+from .tables import RowsTableModel
 from .workers import _emit
 
 COLUMNS = ("Study", "#", "Position (mm)", "p(COVID)", "Label", "Lung", "Error")
@@ -69,8 +70,10 @@ class BatchWorker(QThread):
             self.studyDone.emit(i, result)
 
 
-class ResultsModel(QAbstractTableModel):
+class ResultsModel(RowsTableModel):
     """One row per slice result of the run: (job index, number in its study, SliceResult)."""
+
+    columns = COLUMNS
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -98,17 +101,6 @@ class ResultsModel(QAbstractTableModel):
         self.beginResetModel()
         self.rows = [row for row in self.rows if row[0] != job] + [(job, n, r) for n, r in enumerate(results, 1)]
         self.endResetModel()
-
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt API
-        return 0 if parent.isValid() else len(self.rows)
-
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():

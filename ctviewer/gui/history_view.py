@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from PySide6.QtCore import QAbstractTableModel, QDate, QModelIndex, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QDate, QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDateEdit,
@@ -28,42 +28,35 @@ from PySide6.QtWidgets import (
 
 from ctviewer.history import History, HistoryEntry
 
+from .tables import RowsTableModel
+
 COLUMNS = ("Time (UTC)", "File", "Frame", "Label", "p(COVID)", "Model", "SOP Instance UID", "Pixel hash")
 
 
-class HistoryTableModel(QAbstractTableModel):
+class HistoryTableModel(RowsTableModel):
+    columns = COLUMNS
+
     def __init__(self, parent=None):
         super().__init__(parent)
-        self._rows: list[HistoryEntry] = []
+        self.rows: list[HistoryEntry] = []
 
     def set_entries(self, entries: list[HistoryEntry]) -> None:
         self.beginResetModel()
-        self._rows = list(entries)
+        self.rows = list(entries)
         self.endResetModel()
 
     def prepend(self, entry: HistoryEntry) -> None:
         self.beginInsertRows(QModelIndex(), 0, 0)
-        self._rows.insert(0, entry)
+        self.rows.insert(0, entry)
         self.endInsertRows()
 
     def entry(self, row: int) -> HistoryEntry:
-        return self._rows[row]
-
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802 - Qt API
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
-        return 0 if parent.isValid() else len(COLUMNS)
-
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
+        return self.rows[row]
 
     def data(self, index, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
             return None
-        e = self._rows[index.row()]
+        e = self.rows[index.row()]
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return (
