@@ -233,12 +233,7 @@ class History:
 
     def entries(self, limit: int | None = None) -> list[HistoryEntry]:
         """Newest first."""
-        with self._use() as db:
-            rows = db.execute(
-                f"SELECT {_FIELDS} FROM predictions ORDER BY time DESC, id DESC LIMIT ?",
-                (-1 if limit is None else max(0, int(limit)),),
-            ).fetchall()
-        return [HistoryEntry(*row) for row in rows]
+        return [HistoryEntry(*row) for row in self._newest("predictions", _FIELDS, limit)]
 
     def add_batch(self, result: StudyResult, time: datetime | None = None) -> int:
         """Record a classified study (its counts and verdict, not its slices); returns the row id."""
@@ -265,12 +260,15 @@ class History:
 
     def batches(self, limit: int | None = None) -> list[BatchEntry]:
         """Recorded batches, newest first."""
+        return [BatchEntry(*row[:10], cancelled=bool(row[10])) for row in self._newest("batches", _BATCH_FIELDS, limit)]
+
+    def _newest(self, table: str, fields: str, limit: int | None) -> list[tuple]:
+        """Rows of ``table`` (one of ours, never user input), newest first, at most ``limit``."""
         with self._use() as db:
-            rows = db.execute(
-                f"SELECT {_BATCH_FIELDS} FROM batches ORDER BY time DESC, id DESC LIMIT ?",
+            return db.execute(
+                f"SELECT {fields} FROM {table} ORDER BY time DESC, id DESC LIMIT ?",
                 (-1 if limit is None else max(0, int(limit)),),
             ).fetchall()
-        return [BatchEntry(*row[:10], cancelled=bool(row[10])) for row in rows]
 
     def __len__(self) -> int:
         with self._use() as db:

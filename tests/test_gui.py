@@ -106,6 +106,16 @@ def windows(qtbot, tmp_path, tiny_model):
     maker.close_all()
 
 
+def tampered_copy(model: Path, dest: Path) -> Path:
+    """A copy of a model package whose card names another SHA-256: loading must refuse it."""
+    shutil.copytree(model, dest)
+    (card_path,) = dest.glob("*card*.json")
+    card = json.loads(card_path.read_text())
+    card["sha256"] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    return dest
+
+
 def open_and_wait(qtbot, w: MainWindow, paths) -> tuple[int, int]:
     with qtbot.waitSignal(w.opened, timeout=WAIT_MS) as blocker:
         w.open_paths([str(p) for p in paths])
@@ -632,12 +642,7 @@ def test_tags_are_read_only_when_their_tab_is_selected(qtbot, windows):
 
 
 def test_model_failure_leaves_a_working_viewer(qtbot, windows, tiny_model, tmp_path, monkeypatch):
-    bad = tmp_path / "bad-model"
-    shutil.copytree(tiny_model, bad)
-    (card_path,) = bad.glob("*card*.json")
-    card = json.loads(card_path.read_text())
-    card["sha256"] = "0" * 64
-    card_path.write_text(json.dumps(card))
+    bad = tampered_copy(tiny_model, tmp_path / "bad-model")
 
     w = windows.new(model_dir=str(bad))
     with qtbot.waitSignal(w.modelFailed, timeout=WAIT_MS) as failed:
@@ -712,12 +717,7 @@ def test_screenshot_command_saves_the_window(tmp_path, tiny_model):
 
 
 def test_screenshot_command_with_an_unusable_model_fails(tmp_path, tiny_model):
-    bad = tmp_path / "bad-model"
-    shutil.copytree(tiny_model, bad)
-    (card_path,) = bad.glob("*card*.json")
-    card = json.loads(card_path.read_text())
-    card["sha256"] = "0" * 64
-    card_path.write_text(json.dumps(card))
+    bad = tampered_copy(tiny_model, tmp_path / "bad-model")
     r = _screenshot(tmp_path, "--screenshot", str(tmp_path / "shot.png"), "--model", str(bad), str(PNG))
     assert r.returncode == 1, r.stderr
     assert "ctviewer --screenshot: cannot use the model:" in r.stderr and "refusing to load" in r.stderr
