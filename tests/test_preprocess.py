@@ -94,9 +94,12 @@ def test_crop_of_a_dataset_like_png_is_almost_the_whole_image():
 
 
 def test_full_field_dicom_and_cropped_png_give_the_same_input():
-    """The crop removes air, table and body outline: scale and intensities agree."""
-    full = to_model_input(hu_slice(chest_hu(512)))
-    cropped = to_model_input(png_slice(chest_png8()))
+    """The crop removes air, table and body outline: scale and intensities agree.  (Intensities
+    as stored: the synthetic chest has no airway, the air landmark of ``standardise8``; its
+    specification is tested on real DICOM in test_preprocess_real.py.)"""
+    raw = PreprocessParams(raster_intensity="none")
+    full = to_model_input(hu_slice(chest_hu(512)), raw)
+    cropped = to_model_input(png_slice(chest_png8()), raw)
     assert np.abs(full - cropped).mean() < 12  # grey levels out of 255
 
 
@@ -250,3 +253,35 @@ def test_heatmap_to_slice_round_trips_a_smooth_map():
     m = heatmap_to_slice(cam, (x0, y0, x1, y1), s.shape)
     back = cv2.resize(m[y0:y1, x0:x1], (P.size, P.size), interpolation=cv2.INTER_AREA)
     assert np.abs(back - cam).max() < 0.03
+
+
+# --- standardise8 --------------------------------------------------------------------------
+
+def test_standardise8_undoes_a_linear_change_of_window():
+    from ctviewer.imaging.preprocess import PreprocessParams, display8, standardise8
+    from ctviewer.imaging.window import apply_window
+
+    hu = chest_hu(256, lesion=True, seed=1)
+    lung = apply_window(hu, -600, 1500)
+    for center, width in ((-500, 2000), (-200, 3000), (-450, 1500)):
+        other = standardise8(apply_window(hu, center, width))
+        assert np.abs(other.astype(int) - standardise8(lung).astype(int)).mean() < 4, (center, width)
+    # the raster path applies it, the HU path does not need it
+    raster = Slice(apply_window(hu, -200, 3000), "x.png", is_hu=False)
+    assert np.array_equal(display8(raster, PreprocessParams()), standardise8(raster.pixels))
+    assert np.array_equal(display8(raster, PreprocessParams(raster_intensity="none")), raster.pixels)
+
+
+def test_standardise8_leaves_flat_and_bodiless_images_alone():
+    from ctviewer.imaging.preprocess import standardise8
+
+    for img in (np.full((64, 64), 90, np.uint8), np.random.default_rng(0).integers(0, 10, (64, 64)).astype(np.uint8)):
+        assert np.array_equal(standardise8(img), img)
+
+
+def test_cards_without_raster_intensity_take_8bit_slices_as_stored():
+    """1.1.0 and older cards predate the option: their inputs must not change."""
+    assert PreprocessParams.from_dict({"size": 80}).raster_intensity == "none"
+    assert PreprocessParams.from_dict(PreprocessParams().to_dict()).raster_intensity == "landmarks"
+    with pytest.raises(ValueError):
+        PreprocessParams.from_dict({"raster_intensity": "histogram"})

@@ -257,3 +257,58 @@ def test_bad_data_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(SystemExit, match="exactly two class folders"):
         main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+# --- several sources (issue 11) ----------------------------------------------------------------
+
+def test_each_source_groups_by_its_own_rule():
+    from pathlib import Path
+
+    from training.dataset import grouping_rule
+
+    assert grouping_rule("ucsd") == "paper-or-patient" and grouping_rule("mosmed") == "study"
+    assert grouping_rule("sarscov2-dev") == "blocks"
+    paper = "2020.02.10.20021584-p6-52%3.png"
+    assert group_key("COVID", Path(paper), 25, "paper-or-patient") == "COVID/2020.02.10.20021584"
+    assert group_key("COVID", Path("2020.02.10.20021584-p7-1.png"), 25, "paper-or-patient") == "COVID/2020.02.10.20021584"
+    assert group_key("non-COVID", Path("12%1.png"), 25, "paper-or-patient") == "non-COVID/12"
+    assert group_key("COVID", Path("CT-1_img3.jpg"), 25, "study") != group_key("COVID", Path("CT-1_img4.jpg"), 25, "study")
+
+
+def test_sources_split_alone_and_weights_balance_classes_within_each(tiny_data, tmp_path):
+    import shutil
+
+    from training.dataset import balance_weights, source_split
+
+    other = tmp_path / "mosmed"
+    for cls in ("COVID", "non-COVID"):
+        (other / cls).mkdir(parents=True)
+    for i, f in enumerate(sorted((tiny_data / "COVID").glob("*.png"))[:9]):
+        shutil.copy(f, other / "COVID" / f"CT-1_img{i}.png")
+    for i, f in enumerate(sorted((tiny_data / "non-COVID").glob("*.png"))[:3]):
+        shutil.copy(f, other / "non-COVID" / f"CT-0_img{i}.png")
+    one = discover(tiny_data, block=5)
+    both = discover([tiny_data, other], block=5)
+    assert both.source_names == [tiny_data.name, "mosmed"] and len(both.paths) == 48 + 12
+    assert len(np.unique(both.groups[both.sources == "mosmed"])) == 12  # one group per study
+    tr, va = source_split(both.sources, both.groups, both.labels, 0.25, seed=3)
+    _, va_one = group_split(one.groups, one.labels, 0.25, seed=3)
+    assert np.array_equal(va[both.sources[va] == tiny_data.name], va_one)  # adding a source changes no split
+    assert not set(both.groups[tr]) & set(both.groups[va])
+    w = balance_weights(both.sources, both.labels)
+    m = both.sources == "mosmed"
+    for c in (0, 1):
+        assert np.isclose(w[m & (both.labels == c)].sum(), 6.0)  # 12 slices, two classes: 6 each
+    assert np.isclose(w[~m].sum(), 48.0)
+
+
+def test_source_augmentation_is_deterministic_and_keeps_the_crop():
+    from training.augment import SOURCE_AUG, source_augment
+
+    img = chest_png8(300, 220, lesion=True)
+    always = {k: 1.0 for k in SOURCE_AUG}
+    a = source_augment(img, always, np.random.default_rng(1))
+    b = source_augment(img, always, np.random.default_rng(1))
+    assert np.array_equal(a, b) and a.shape == img.shape and a.dtype == np.uint8
+    assert not np.array_equal(a, img)
+    assert np.array_equal(source_augment(img, {k: 0.0 for k in SOURCE_AUG}, np.random.default_rng(1)), img)

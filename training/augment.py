@@ -24,6 +24,64 @@ DEFAULT_AUG = {
     "brightness": 8.0,  # + U(± b) grey levels
 }
 
+# What differs between hospitals and exports (issue 11), applied to the full-resolution crop
+# before the resize; each with its own probability per slice.  Intensities arrive standardised
+# (``standardise8``), so the window augmentations are the residual errors of that mapping.
+SOURCE_AUG = {
+    "p_window": 0.5,  # gain U(0.85, 1.15) and offset U(±12) levels, then clip
+    "p_clip_low": 0.15,  # a higher floor: everything below U(65, 140) becomes that level (clipped exports)
+    "p_gamma": 0.3,  # gamma U(0.75, 1.33)
+    "p_blur": 0.25,  # Gaussian blur, sigma U(0.3, 1.2) crop pixels per 256 (a soft kernel)
+    "p_sharpen": 0.2,  # unsharp mask, amount U(0.3, 1.0) (a sharp kernel)
+    "p_noise": 0.3,  # Gaussian noise, sigma U(1, 6) levels
+    "p_lowres": 0.3,  # down to U(0.3, 0.8) of the crop's size and back (small or resampled exports)
+    "p_jpeg": 0.3,  # JPEG at quality U(30, 90)
+    "p_text": 0.2,  # burned-in letters, digits or an arrow
+}
+DEFAULT_AUG = {**DEFAULT_AUG, "source": SOURCE_AUG}
+
+
+def source_augment(crop: np.ndarray, aug: dict, rng: np.random.Generator) -> np.ndarray:
+    """Simulate another hospital's export of a uint8 crop (see ``SOURCE_AUG``)."""
+    img = crop
+    h, w = img.shape
+    scale = max(h, w) / 256.0
+    if rng.random() < aug.get("p_window", 0):
+        lut = np.clip((np.arange(256) - 127.5) * rng.uniform(0.85, 1.15) + 127.5 + rng.uniform(-12, 12), 0, 255)
+        img = lut.astype(np.uint8)[img]
+    if rng.random() < aug.get("p_clip_low", 0):
+        img = np.maximum(img, np.uint8(rng.uniform(65, 140)))
+    if rng.random() < aug.get("p_gamma", 0):
+        g = float(np.exp(rng.uniform(np.log(0.75), np.log(1.33))))
+        img = (255.0 * (np.arange(256) / 255.0) ** g).astype(np.uint8)[img]
+    if rng.random() < aug.get("p_blur", 0):
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.2) * max(scale, 0.5))
+    elif rng.random() < aug.get("p_sharpen", 0):
+        soft = cv2.GaussianBlur(img, (0, 0), max(scale, 0.5))
+        img = cv2.addWeighted(img, 1 + rng.uniform(0.3, 1.0), soft, -rng.uniform(0.3, 1.0), 0)
+    if rng.random() < aug.get("p_lowres", 0) and min(h, w) >= 32:
+        f = rng.uniform(0.3, 0.8)
+        small = cv2.resize(img, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    if rng.random() < aug.get("p_noise", 0):
+        img = np.clip(img + rng.normal(0, rng.uniform(1, 6), img.shape), 0, 255).astype(np.uint8)
+    if rng.random() < aug.get("p_text", 0):
+        img = img.copy()
+        colour = int(rng.choice([0, 255]))
+        org = (int(rng.uniform(0, 0.8) * w), int(rng.uniform(0.1, 1.0) * h))
+        if rng.random() < 0.5:
+            text = "".join(rng.choice(list("ABCDEFGHKLMNPRSTWXYZ0123456789"), int(rng.integers(1, 5))))
+            cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * max(scale, 0.4), colour,
+                        max(1, round(2 * scale)), cv2.LINE_AA)
+        else:
+            tip = (int(org[0] + rng.uniform(-0.15, 0.15) * w), int(org[1] + rng.uniform(-0.15, 0.15) * h))
+            cv2.arrowedLine(img, org, tip, colour, max(1, round(2 * scale)), cv2.LINE_AA, tipLength=0.3)
+    if rng.random() < aug.get("p_jpeg", 0):
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.uniform(30, 90))])
+        if ok:
+            img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return np.ascontiguousarray(img, dtype=np.uint8)
+
 
 def augment_one(img: np.ndarray, box, size: int, aug: dict, rng: np.random.Generator) -> np.ndarray:
     h, w = img.shape
@@ -48,7 +106,11 @@ def augment_one(img: np.ndarray, box, size: int, aug: dict, rng: np.random.Gener
     )
     if nb[2] - nb[0] < 8 or nb[3] - nb[1] < 8:
         nb = tuple(int(v) for v in box)
-    x = crop_resize(img, nb, size)
+    if aug.get("source"):
+        crop = source_augment(img[nb[1]:nb[3], nb[0]:nb[2]], aug["source"], rng)
+        x = crop_resize(crop, (0, 0, crop.shape[1], crop.shape[0]), size)
+    else:
+        x = crop_resize(img, nb, size)
     if aug.get("hflip") and rng.random() < 0.5:
         x = x[:, ::-1, :]
     c, b = aug.get("contrast", 0.0), aug.get("brightness", 0.0)
@@ -58,12 +120,16 @@ def augment_one(img: np.ndarray, box, size: int, aug: dict, rng: np.random.Gener
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def mix(x: np.ndarray, y: np.ndarray, alpha: float, rng: np.random.Generator):
+def mix(x: np.ndarray, y: np.ndarray, alpha: float, rng: np.random.Generator, w: np.ndarray | None = None):
     """Mixup (Zhang et al. 2018): each batch is blended with a shuffled copy of itself,
-    inputs and labels alike, with one weight ``lam ~ Beta(alpha, alpha)`` per batch."""
+    inputs and labels alike (and sample weights, when given), with one weight
+    ``lam ~ Beta(alpha, alpha)`` per batch."""
     lam = float(rng.beta(alpha, alpha))
     perm = rng.permutation(len(x))
-    return (lam * x + (1 - lam) * x[perm]).astype(np.float32), (lam * y + (1 - lam) * y[perm]).astype(np.float32)
+    xm, ym = (lam * x + (1 - lam) * x[perm]).astype(np.float32), (lam * y + (1 - lam) * y[perm]).astype(np.float32)
+    if w is None:
+        return xm, ym
+    return xm, ym, (lam * w + (1 - lam) * w[perm]).astype(np.float32)
 
 
 class SliceBatches(keras.utils.PyDataset):
@@ -74,11 +140,12 @@ class SliceBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, images, boxes, labels, size, batch_size, n_classes=2, aug=None, seed=0, shuffle=False,
-                 mixup: float = 0.0):
+                 mixup: float = 0.0, weights=None):
         super().__init__(workers=1, use_multiprocessing=False)
         self.images, self.boxes, self.labels = images, boxes, np.asarray(labels)
         self.size, self.batch_size, self.n_classes = size, batch_size, n_classes
         self.aug, self.seed, self.shuffle, self.mixup = aug, seed, shuffle, mixup
+        self.weights = None if weights is None else np.asarray(weights, np.float32)
         self.epoch = 0
         self.order = self._order()
         self._plain = None if aug else np.stack([crop_resize(im, bx, size) for im, bx in zip(images, boxes)])
@@ -100,9 +167,11 @@ class SliceBatches(keras.utils.PyDataset):
         else:
             x = np.stack([augment_one(self.images[j], self.boxes[j], self.size, self.aug, rng) for j in idx])
         y = np.eye(self.n_classes, dtype=np.float32)[self.labels[idx]]
+        w = None if self.weights is None else self.weights[idx]
         if self.mixup > 0:
-            x, y = mix(x, y, self.mixup, rng)
-        return x, y
+            x, y, *rest = mix(x, y, self.mixup, rng, w)
+            w = rest[0] if rest else None
+        return (x, y) if w is None else (x, y, w)
 
     def on_epoch_end(self):
         self.epoch += 1

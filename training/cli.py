@@ -13,7 +13,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a recipe on a folder of class subfolders")
-    t.add_argument("--data", required=True, help="folder with one subfolder per class")
+    t.add_argument("--data", required=True, nargs="+",
+                   help="folder(s) with one subfolder per class; several folders = several sources")
+    t.add_argument("--leave-out", default=None, metavar="SOURCE",
+                   help="train without this source (a --data folder's name) and test on all of it")
+    t.add_argument("--balance", choices=["on", "off"], default="on",
+                   help="weight the loss so that classes are balanced within each source (default on)")
     t.add_argument("--out", required=True, help="output folder: weights, model-card.json, plots, report.html")
     t.add_argument("--recipe", default="default", choices=["seed", "default"])
     t.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
@@ -46,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
               mixup=a.mixup, internal_size=a.internal_size, clipnorm=a.clipnorm,
               zero_init_residual=None if a.zero_init_residual is None else a.zero_init_residual == "on", precise_bn=None if a.precise_bn is None else a.precise_bn == "on",
               val_fraction=a.val_fraction, size=a.size, name=a.name, version=a.version,
-              command=shlex.join(["python", "-m", "training", *args]))
+              command=shlex.join(["python", "-m", "training", *args]), leave_out=a.leave_out,
+              balance=a.balance == "on")
         return 0
     from .evaluate_cmd import evaluate_folder
 

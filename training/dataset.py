@@ -1,9 +1,18 @@
-"""Labelled slices on disk -> arrays, groups and deterministic group splits.
+"""Labelled slices on disk -> arrays, groups, sources and deterministic group splits.
 
-A dataset folder holds one subfolder per class (``COVID/``, ``non-COVID/``).
-Patients are not identified in the SARS-CoV-2 CT release, but consecutive file
-numbers mostly come from one patient, so slices are grouped by
-``number // block`` within their class and splits never cut a group.
+A dataset folder holds one subfolder per class (``COVID/``, ``non-COVID/``); training may
+take several such folders, one per *source* (hospital, collection), named by the folder.
+Each slice belongs to a group (a patient, a study or a paper) and splits never cut a group:
+
+- SARS-CoV-2 CT (and any folder without a rule of its own): patients are not identified,
+  but consecutive file numbers mostly come from one patient, so ``number // block`` within
+  the class.
+- UCSD COVID-CT (a folder named ``ucsd``): COVID slices by source paper (the file name up
+  to ``-p<page>``), non-COVID slices by patient (the part before ``%``: ``12%0`` and ``12%1``
+  are patient 12).
+- MosMedData (``mosmed``): one slice per study, so every file is its own group.
+
+With several sources, group keys are prefixed with the source (``mosmed:COVID/CT-1_img3``).
 """
 
 from __future__ import annotations
@@ -22,12 +31,24 @@ from ctviewer.imaging.preprocess import PreprocessParams, chest_box, display8
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
+_PAGE = re.compile(r"-p\d+.*$")
+
+
 @dataclass
 class LabelledSet:
     paths: list[str]
     labels: np.ndarray  # int index into classes
     groups: np.ndarray  # str group key, e.g. "COVID/12"
     classes: list[str]
+    sources: np.ndarray | None = None  # str source name per slice (the data folder's name)
+
+    def __post_init__(self):
+        if self.sources is None:
+            self.sources = np.array(["data"] * len(self.paths))
+
+    @property
+    def source_names(self) -> list[str]:
+        return list(dict.fromkeys(self.sources.tolist()))
 
 
 def positive_class(classes: list[str]) -> str:
@@ -38,31 +59,71 @@ def positive_class(classes: list[str]) -> str:
     return classes[-1]
 
 
-def group_key(cls: str, path: Path, block: int) -> str:
-    m = _NUMBER.search(path.stem)
+def group_key(cls: str, path: Path, block: int, rule: str = "blocks") -> str:
+    """The group of one file under the source's rule (``grouping_rule``)."""
+    stem = path.stem
+    if rule == "study":
+        return f"{cls}/{stem}"
+    if rule == "paper-or-patient":
+        if cls.lower() == "covid":
+            paper = _PAGE.sub("", stem)
+            return f"{cls}/{paper if paper != stem else stem.split('%')[0]}"
+        return f"{cls}/{stem.split('%')[0]}"
+    m = _NUMBER.search(stem)
     if m is None or block <= 0:
-        return f"{cls}/{path.stem}"
+        return f"{cls}/{stem}"
     return f"{cls}/{int(m.group(1)) // block}"
 
 
-def discover(data_dir: str | Path, block: int = 25) -> LabelledSet:
-    """Every slice file under ``data_dir/<class>/`` (recursive), sorted."""
+def grouping_rule(source: str) -> str:
+    """How a source's slices group into patients (see the module docstring)."""
+    name = source.lower()
+    if name.startswith("ucsd"):
+        return "paper-or-patient"
+    if name.startswith("mosmed"):
+        return "study"
+    return "blocks"
+
+
+def discover(data_dir: str | Path | list, block: int = 25) -> LabelledSet:
+    """Every slice file under ``data_dir/<class>/`` (recursive), sorted.  A list of folders
+    gives one source per folder, in that order, each grouped by its own rule."""
+    if isinstance(data_dir, (list, tuple)):
+        if len(data_dir) == 1:
+            return discover(data_dir[0], block)
+        parts = [discover(d, block) for d in data_dir]
+        classes = parts[0].classes
+        names = [Path(d).resolve().name for d in data_dir]
+        if len(set(names)) != len(names):
+            raise SystemExit(f"error: data folders must have distinct names, got {names}")
+        for d, part in zip(data_dir, parts):
+            if part.classes != classes:
+                raise SystemExit(f"error: {d} has classes {part.classes}, not {classes}")
+        return LabelledSet(
+            [p for part in parts for p in part.paths],
+            np.concatenate([part.labels for part in parts]),
+            np.concatenate([np.char.add(f"{n}:", part.groups.astype(str)) for n, part in zip(names, parts)]),
+            classes,
+            np.concatenate([np.array([n] * len(part.paths)) for n, part in zip(names, parts)]),
+        )
     root = Path(data_dir)
     if not root.is_dir():
         raise SystemExit(f"error: {root} is not a folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) != 2:
         raise SystemExit(f"error: {root} must hold exactly two class folders, found {classes}")
+    rule = grouping_rule(root.resolve().name)
     paths, labels, groups = [], [], []
     for idx, cls in enumerate(classes):
         for f in sorted((root / cls).rglob("*"), key=lambda p: _natural(p.name)):
             if f.is_file() and is_candidate(f):
                 paths.append(str(f))
                 labels.append(idx)
-                groups.append(group_key(cls, f, block))
+                groups.append(group_key(cls, f, block, rule))
     if not paths:
         raise SystemExit(f"error: no slices found under {root}")
-    return LabelledSet(paths, np.array(labels, np.int64), np.array(groups), classes)
+    return LabelledSet(paths, np.array(labels, np.int64), np.array(groups), classes,
+                       np.array([root.resolve().name] * len(paths)))
 
 
 def _natural(name: str):
@@ -88,6 +149,34 @@ def group_split(groups: np.ndarray, labels: np.ndarray, val_fraction: float, see
             taken += m.sum()
     idx = np.arange(len(groups))
     return idx[~val], idx[val]
+
+
+def source_split(sources: np.ndarray, groups: np.ndarray, labels: np.ndarray, val_fraction: float,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``group_split`` within each source, with the same seed: every source is represented in
+    validation in its own proportion, and a source's split does not depend on the others (the
+    SARS-CoV-2 validation groups are the same whether or not other sources are added)."""
+    tr, va = [], []
+    for s in dict.fromkeys(sources.tolist()):
+        idx = np.flatnonzero(sources == s)
+        t, v = group_split(groups[idx], labels[idx], val_fraction, seed)
+        tr.append(idx[t])
+        va.append(idx[v])
+    return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
+
+
+def balance_weights(sources: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-slice loss weights that balance the classes within each source (MosMed is 78 %
+    COVID: unweighted, "MosMed-looking" would predict COVID), keeping each source's total
+    weight at its number of slices, so sources still count by their size."""
+    w = np.ones(len(labels), np.float32)
+    for s in np.unique(sources):
+        m = sources == s
+        classes = np.unique(labels[m])
+        for c in classes:
+            mc = m & (labels == c)
+            w[mc] = m.sum() / (len(classes) * mc.sum())
+    return w
 
 
 @dataclass

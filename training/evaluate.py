@@ -78,6 +78,15 @@ def summarise(y, p_raw, p_cal, groups, threshold=0.5) -> dict:
     }
 
 
+def per_source(y, p_raw, p_cal, groups, sources, threshold=0.5) -> dict:
+    """``summarise`` for each source on its own (a mixed number hides the weakest hospital)."""
+    out = {}
+    for src in dict.fromkeys(np.asarray(sources).tolist()):
+        m = np.asarray(sources) == src
+        out[src] = summarise(y[m], p_raw[m], p_cal[m], groups[m], threshold)
+    return out
+
+
 def write_plots(out: Path, y, p_raw, p_cal, class_names: list[str], pos_name: str, history: dict | None = None) -> dict:
     """Save the evaluation figures as PNG; return {title: file name}."""
     import matplotlib

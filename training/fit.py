@@ -16,7 +16,7 @@ from ctviewer.inference.calibration import covid_score, fit_temperature, sigmoid
 from ctviewer.inference.card import ModelCard, sha256_file
 
 from . import evaluate
-from .dataset import decode_all, discover, group_split, positive_class
+from .dataset import balance_weights, decode_all, discover, positive_class, source_split
 from .recipes import all_layers, compile_model, make_recipe, zero_init_residuals
 
 WEIGHTS = "model.weights.h5"
@@ -59,11 +59,12 @@ class EpochLog:
         return _Cb()
 
 
-def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epochs: int | None = None,
+def train(data: str | list[str], out: str, recipe_name: str = "default", seed: int = 0, epochs: int | None = None,
           learning_rate: float | None = None, mixup: float | None = None, precise_bn: bool | None = None,
           internal_size: int | None = None, zero_init_residual: bool | None = None, clipnorm: float | None = None,
           block: int = 25, val_fraction: float = 0.2, size: int = 80, name: str | None = None,
-          version: str = "1.0.0", command: str | None = None) -> dict:
+          version: str = "1.0.0", command: str | None = None, leave_out: str | None = None,
+          balance: bool = True) -> dict:
     import keras
 
     from ctviewer.inference.architecture import build_model, cached_imagenet_weights
@@ -90,20 +91,32 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
             "its trunk from scratch (a frozen random trunk could not learn). Results differ from the notebook's.")
     params = PreprocessParams(size=size)
 
-    ds = discover(data, block=block)
+    data_dirs = [data] if isinstance(data, str) else list(data)
+    ds = discover(data_dirs, block=block)
     pos = positive_class(ds.classes)
     classes = ds.classes
-    log(f"data: {len(ds.paths)} slices in {len(np.unique(ds.groups))} groups of {block} file numbers; classes {classes}")
+    for src in ds.source_names:
+        m = ds.sources == src
+        log(f"data: {src}: {m.sum()} slices in {len(np.unique(ds.groups[m]))} groups; "
+            + ", ".join(f"{c} {int(np.sum(ds.labels[m] == i))}" for i, c in enumerate(classes)))
+    if leave_out is not None and leave_out not in ds.source_names:
+        raise SystemExit(f"error: --leave-out {leave_out!r} is not one of the sources {ds.source_names}")
     dec = decode_all(ds, params, log=log)
-    labels, groups = ds.labels[dec.keep], ds.groups[dec.keep]
-    tr, va = group_split(groups, labels, val_fraction, seed)
-    log(f"split by group: {len(tr)} training, {len(va)} validation slices ({len(np.unique(groups[va]))} groups held out)")
+    labels, groups, sources = ds.labels[dec.keep], ds.groups[dec.keep], ds.sources[dec.keep]
+    tr, va = source_split(sources, groups, labels, val_fraction, seed)
+    held_out = np.zeros(0, np.int64)
+    if leave_out is not None:  # the left-out source is never trained on: all of it is a test set
+        held_out = np.flatnonzero(sources == leave_out)
+        tr, va = tr[sources[tr] != leave_out], va[sources[va] != leave_out]
+    log(f"split by group within each source: {len(tr)} training, {len(va)} validation slices "
+        f"({len(np.unique(groups[va]))} groups held out)" + (f"; {len(held_out)} slices of {leave_out} left out" if leave_out else ""))
 
     from .augment import SliceBatches
 
     pick = lambda idx: ([dec.images[i] for i in idx], dec.boxes[idx], labels[idx])  # noqa: E731
+    weights = balance_weights(sources[tr], labels[tr]) if balance else None
     train_seq = SliceBatches(*pick(tr), size, recipe.batch_size, aug=recipe.augmentation, seed=seed, shuffle=True,
-                             mixup=recipe.mixup)
+                             mixup=recipe.mixup, weights=weights)
     val_seq = SliceBatches(*pick(va), size, 64)
 
     model = build_model(recipe.architecture, imagenet=recipe.imagenet)
@@ -119,6 +132,7 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
         ]
     log(f"training recipe '{recipe.name}' for up to {recipe.epochs} epochs, batch {recipe.batch_size}")
     t_fit = time.time()
+    callbacks.append(EpochCheckpoint(out_dir / "last-epoch.weights.h5"))
     hist = model.fit(train_seq, validation_data=val_seq, epochs=recipe.epochs, callbacks=callbacks, verbose=0)
     fit_seconds = time.time() - t_fit
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
@@ -137,6 +151,7 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
     weights = out_dir / WEIGHTS
     save_plain_weights(model, recipe.architecture, weights)
     (out_dir / "checkpoint.weights.h5").unlink(missing_ok=True)
+    (out_dir / "last-epoch.weights.h5").unlink(missing_ok=True)
 
     # Calibrate and evaluate on the held-out groups with the app's own prediction path.
     card = ModelCard(
@@ -162,12 +177,28 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
     metrics = evaluate.summarise(y, p_raw, p_cal, groups[va])
     metrics["temperature"] = temperature
     card.temperature = temperature
-    card.metrics = {"validation": metrics}
+    card.metrics = {"validation": metrics,
+                    "per_source": evaluate.per_source(y, p_raw, p_cal, groups[va], sources[va])}
+    if leave_out is not None:
+        y_out = (labels[held_out] == classes.index(pos)).astype(int)
+        s_out = clf.raw_scores(SliceBatches(*pick(held_out), size, 64).inputs())
+        card.metrics["left_out"] = {leave_out: evaluate.summarise(
+            y_out, sigmoid(s_out), sigmoid(s_out / temperature), groups[held_out])}
+    for src, m in card.metrics["per_source"].items():
+        log(f"validation {src}: {m['n_slices']} slices, accuracy {m['accuracy']:.3f}, AUC {m['roc_auc']:.3f}, "
+            f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, ECE {m['ece_after']:.3f}")
+    for src, m in card.metrics.get("left_out", {}).items():
+        log(f"left out {src}: {m['n_slices']} slices, accuracy {m['accuracy']:.3f}, AUC {m['roc_auc']:.3f}, "
+            f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, ECE {m['ece_after']:.3f}")
     card.training = {
         "recipe": recipe.name,
         "command": command,
         "recipe_settings": recipe.describe(),
-        "data": os.path.abspath(data),
+        "data": os.path.abspath(data_dirs[0]) if len(data_dirs) == 1 else [os.path.abspath(d) for d in data_dirs],
+        "sources": {src: {c: int(np.sum((labels == i) & (sources == src))) for i, c in enumerate(classes)}
+                    for src in ds.source_names},
+        "left_out": leave_out,
+        "class_balance": "within each source" if balance else "none",
         "classes": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
         "split": {"grouping": f"class/(file number // {block})", "val_fraction": val_fraction, "seed": seed,
                   "train_slices": int(len(tr)), "val_slices": int(len(va)),
@@ -202,6 +233,22 @@ def train(data: str, out: str, recipe_name: str = "default", seed: int = 0, epoc
     ])
     log(summary_text(card))
     return card.to_dict()
+
+
+class EpochCheckpoint:
+    """The weights after every epoch (one file, replaced atomically): a run stopped by a crash or
+    the end of a session keeps its last finished epoch."""
+
+    def __new__(cls, path: Path):
+        import keras
+
+        class _Cb(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                tmp = path.with_name(path.name + ".tmp.weights.h5")
+                self.model.save_weights(tmp)
+                os.replace(tmp, path)
+
+        return _Cb()
 
 
 def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int = 128) -> None:

@@ -41,10 +41,17 @@ class PreprocessParams:
     window_center: float = -600.0
     window_width: float = 1500.0
     margin: float = 0.06  # box grows by this fraction of its size on each side
+    # 8-bit (PNG/JPEG) slices: "landmarks" maps the image's own air and soft-tissue levels to
+    # where the lung window puts them (``standardise8``); "none" takes them as stored.  Cards
+    # written before the option existed (1.1.0 and older) mean "none".
+    raster_intensity: str = "landmarks"
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessParams":
         known = {k: d[k] for k in ("size", "window_center", "window_width", "margin") if k in d}
+        known["raster_intensity"] = d.get("raster_intensity", "none")
+        if known["raster_intensity"] not in ("none", "landmarks"):
+            raise ValueError(f"unknown raster_intensity {known['raster_intensity']!r}")
         return cls(**known)
 
     def to_dict(self) -> dict:
@@ -53,6 +60,7 @@ class PreprocessParams:
             "window_center": self.window_center,
             "window_width": self.window_width,
             "margin": self.margin,
+            "raster_intensity": self.raster_intensity,
             "crop": "lungs",
             "resize": "INTER_AREA",
             "channels": 3,
@@ -61,13 +69,87 @@ class PreprocessParams:
 
 
 def display8(s: Slice, params: PreprocessParams) -> np.ndarray:
-    """The slice as uint8 grey levels in the model's window."""
+    """The slice as uint8 grey levels in the model's window.
+
+    DICOM: Hounsfield units through the model's window.  PNG/JPEG: as stored, then (with
+    ``raster_intensity="landmarks"``) standardised by ``standardise8`` so that whatever window
+    the file was exported with, air and soft tissue land where the lung window puts them.
+    """
     if s.is_hu:
         return apply_window(s.pixels, params.window_center, params.window_width, invert=s.invert)
     img = np.asarray(s.pixels)
     if img.dtype != np.uint8:
         raise ValueError("raster slices must hold uint8 pixels")
-    return 255 - img if s.invert else img
+    img = 255 - img if s.invert else img
+    return standardise8(img) if params.raster_intensity == "landmarks" else img
+
+
+# Where the lung window (W1500/L-600) puts the two landmarks of ``intensity_landmarks``,
+# measured on the 64 Lung-PET-CT-Dx DICOM slices of ../shared/data (medians; 10th-90th
+# percentile 63-72 and 226-233).  -1000 HU (air) is 59.5 in that window; the darkest 1 % of
+# the chest is air in the trachea and bronchi, with a little aerated lung.
+AIR_TARGET = 65.0
+SOFT_TISSUE_TARGET = 230.0
+
+
+def intensity_landmarks(img8: np.ndarray) -> tuple[float, float] | None:
+    """(air, soft tissue) grey levels of a chest slice from its own content, or None when the
+    image shows no chest to measure (flat, or no body).
+
+    Every threshold here adapts to the image (Otsu), so the landmarks follow any linear change
+    of intensities (another export window): the body is the largest component brighter than
+    Otsu's threshold of the whole image (in a wide window the lungs are part of it, in a lung
+    window only the chest wall), the chest is its convex hull.  Inside the hull a second Otsu
+    threshold splits aerated lung from soft tissue.  Air is the 1st percentile inside the chest
+    (trachea, bronchi: present however diseased the lungs), soft tissue the median above the
+    second threshold.  The air outside the body is not used: DICOM exports put the scanner's
+    field-of-view padding there, and crops have none.
+    """
+    cx0, cy0, cx1, cy1 = content_box(img8)
+    img = img8[cy0:cy1, cx0:cx1]
+    h, w = img.shape
+    f = _working_scale((h, w))
+    small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else img
+    if int(small.max()) - int(small.min()) < 20:
+        return None
+    t, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = cv2.morphologyEx((small > t).astype(np.uint8), cv2.MORPH_OPEN, _KERNEL)
+    labels, areas = _components(bright)
+    if len(areas) <= 1:
+        return None
+    body_label = 1 + int(np.argmax(areas[1:]))
+    if areas[body_label] < 0.02 * small.size:
+        return None
+    hull = np.zeros_like(bright)
+    cv2.fillConvexPoly(hull, cv2.convexHull(body_outline((labels == body_label).view(np.uint8))), 1)
+    inside = small[hull == 1]
+    t2, _ = cv2.threshold(inside.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    tissue = inside[inside > t2]
+    if tissue.size < 0.01 * inside.size:
+        return None
+    return float(np.percentile(inside, 1)), float(np.median(tissue))
+
+
+def standardise8(img8: np.ndarray) -> np.ndarray:
+    """An 8-bit chest slice with its intensities mapped linearly so that its air and soft-tissue
+    landmarks (``intensity_landmarks``) land on ``AIR_TARGET`` and ``SOFT_TISSUE_TARGET``, where
+    the lung window puts them: a wide-window export (lungs mid-grey) or a lung-window export
+    then give nearly the same image as the DICOM slice in the model's window.  What an export
+    clipped (a mediastinal window's black lungs) cannot be recovered: those pixels become air.
+    Images without measurable landmarks, or whose landmarks are less than 20 levels apart or
+    would need a gain outside 1/4..4, are returned unchanged.
+    """
+    marks = intensity_landmarks(img8)
+    if marks is None:
+        return img8
+    air, soft = marks
+    if soft - air < 20:
+        return img8
+    gain = (SOFT_TISSUE_TARGET - AIR_TARGET) / (soft - air)
+    if not 0.25 <= gain <= 4.0:
+        return img8
+    lut = np.clip(np.rint(AIR_TARGET + (np.arange(256, dtype=np.float64) - air) * gain), 0, 255).astype(np.uint8)
+    return lut[img8]
 
 
 def _working_scale(shape: tuple[int, int]) -> float:
