@@ -17,7 +17,7 @@ if [ ! -f "$stamp" ]; then
         exit 1
     }
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e '.[gui,test,bundle]'
+    "$VENV/bin/python" -m pip install --quiet -e '.[gui,test,bundle,training]'
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi

@@ -64,46 +64,6 @@ class _Progress:
             self.stream.flush()
 
 
-def _quiet_libraries(silence_stderr: bool = True) -> None:
-    """Library chatter (TensorFlow start-up, pydicom's warnings about malformed
-    files) is not for users: every refused file gets its reason in the CSV.
-
-    ``silence_stderr=False`` (the GUI, which imports TensorFlow on a worker thread
-    while the GUI thread runs) skips pointing the process's stderr at /dev/null,
-    which would swallow the GUI thread's messages too."""
-    import logging
-    import warnings
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
-    logging.getLogger("pydicom").setLevel(logging.ERROR)
-    if silence_stderr:
-        _import_tensorflow_quietly()
-
-
-def _import_tensorflow_quietly() -> None:
-    """TensorFlow's C++ start-up lines (absl, oneDNN) ignore TF_CPP_MIN_LOG_LEVEL in 2.21:
-    import it with the process's stderr pointed at /dev/null.  An import failure is
-    still raised (and reported) after stderr is restored."""
-    if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        return
-    try:
-        sys.stderr.flush()
-        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        return
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    except ImportError:
-        pass  # keras reports it properly when the model is loaded
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _paths_exist(prog: str, paths: list[str]) -> bool:
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
@@ -113,8 +73,10 @@ def _paths_exist(prog: str, paths: list[str]) -> bool:
 
 def _load_model(prog: str, folder: str | None):
     """The verified classifier, or None after saying why it cannot be used."""
-    _quiet_libraries()
     from ctviewer.inference import ModelError, load_classifier
+    from ctviewer.inference.runtime import quiet_libraries
+
+    quiet_libraries()
 
     try:
         return load_classifier(folder)

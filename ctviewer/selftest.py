@@ -50,10 +50,10 @@ def _classify(clf, folder: Path) -> dict[str, tuple[str, float, str]]:
 
 def write_expected(folder: Path | None = None) -> Path:
     """Record what the bundled model answers on the samples (run after replacing the model)."""
-    from ctviewer.cli import _quiet_libraries
-
-    _quiet_libraries()
     from ctviewer.inference import load_classifier
+    from ctviewer.inference.runtime import quiet_libraries
+
+    quiet_libraries()
 
     folder = folder or samples_dir()
     clf = load_classifier()
@@ -81,10 +81,10 @@ def run(out=None) -> int:
         print(text, file=out, flush=True)
 
     from ctviewer import __version__
-    from ctviewer.cli import _quiet_libraries
+    from ctviewer.inference.runtime import quiet_libraries
 
     say(f"CT Viewer {__version__} self-test ({'bundle' if getattr(sys, 'frozen', False) else 'source'})")
-    _quiet_libraries()
+    quiet_libraries()
     from ctviewer.inference import ModelCard, ModelError, load_classifier
     from ctviewer.inference.model import default_model_dir
 

@@ -58,8 +58,10 @@ def test_bundled_package_is_complete_and_verified(clf):
 def test_bundled_card_is_plain_json_with_no_code_reference():
     text = (BUNDLED / "model-card.json").read_text(encoding="utf-8")
     card = json.loads(text)
-    assert card["weights_file"].endswith(".weights.h5")
+    assert card["weights_file"] == "model.onnx" and card["onnx"]["parity"]["max_abs_delta_p"] < 1e-4
     assert "lambda" not in text.lower() and "module" not in text.lower()
+    # one model file: the Keras weights are a training artefact, not shipped
+    assert not list(BUNDLED.glob("*.h5")) and not list(BUNDLED.glob("*.keras"))
 
 
 @pytest.mark.parametrize("sample", PNG_SAMPLES, ids=lambda p: p.name)

@@ -132,7 +132,7 @@ def test_argparse_usage_errors_exit_2(args):
 def test_tampered_model_is_a_usage_error(tmp_path, model_dir, study, capsys):
     pkg = tmp_path / "pkg"
     shutil.copytree(model_dir, pkg)
-    with open(pkg / "model.weights.h5", "ab") as fh:
+    with open(pkg / "model.onnx", "ab") as fh:
         fh.write(b"x")
     code = cli.main(["classify", str(study), "--model", str(pkg)])
     assert code == 2 and "does not match its model card" in capsys.readouterr().err

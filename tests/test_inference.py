@@ -88,25 +88,26 @@ def test_missing_card_and_broken_json_are_clear_errors(tmp_path):
         ModelCard.load(tmp_path)
 
 
-def test_tampered_weights_are_refused_before_loading(tmp_path, package, monkeypatch):
+def test_tampered_model_is_refused_before_anything_parses_it(tmp_path, package, monkeypatch):
+    import onnxruntime
+
     from ctviewer.inference import load_classifier
-    import ctviewer.inference.architecture as arch
 
     pkg = copy_package(package, tmp_path)
-    w = pkg / "model.weights.h5"
+    w = pkg / "model.onnx"
     data = bytearray(w.read_bytes())
     data[len(data) // 2] ^= 0xFF
     w.write_bytes(bytes(data))
-    monkeypatch.setattr(arch, "build_model", lambda *a, **k: pytest.fail("built a model from unverified weights"))
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: pytest.fail("parsed an unverified model"))
     with pytest.raises(ModelError, match="does not match its model card"):
         load_classifier(pkg)
 
 
-def test_missing_weights_are_a_clear_error(tmp_path, package):
+def test_missing_model_file_is_a_clear_error(tmp_path, package):
     from ctviewer.inference import load_classifier
 
     pkg = copy_package(package, tmp_path)
-    (pkg / "model.weights.h5").unlink()
+    (pkg / "model.onnx").unlink()
     with pytest.raises(ModelError, match="missing"):
         load_classifier(pkg)
 
@@ -117,29 +118,44 @@ def test_weights_path_cannot_escape_the_package(tmp_path, package):
     assert card.weights_path(tmp_path) == tmp_path / "passwd"
 
 
-def test_only_plain_weights_files_are_accepted(tmp_path, package):
-    """A full .keras/.h5 model file could carry code (Lambda layers): never loaded."""
+@pytest.mark.parametrize("name", ["model.weights.h5", "model.keras", "model.pkl"])
+def test_only_onnx_files_are_accepted(tmp_path, package, name):
+    """Keras weights need TensorFlow (a training artefact: export them); a full .keras or pickle
+    file could carry code.  None is loaded, even with a matching hash."""
     from ctviewer.inference import load_classifier
     from ctviewer.inference.card import sha256_file
 
     pkg = copy_package(package, tmp_path)
-    (pkg / "model.weights.h5").rename(pkg / "model.keras")
+    (pkg / "model.onnx").rename(pkg / name)
     card = ModelCard.load(pkg)
-    card.weights_file = "model.keras"
-    card.sha256 = sha256_file(pkg / "model.keras")
+    card.weights_file = name
+    card.sha256 = sha256_file(pkg / name)
     card.save(pkg)
-    with pytest.raises(ModelError, match="only plain Keras weights"):
+    with pytest.raises(ModelError, match="ONNX models only"):
         load_classifier(pkg)
 
 
-def test_unsupported_architecture_is_a_clear_error(tmp_path, package):
+def test_a_file_that_is_not_onnx_is_a_clear_error(tmp_path, package):
+    from ctviewer.inference import load_classifier
+    from ctviewer.inference.card import sha256_file
+
+    pkg = copy_package(package, tmp_path)
+    (pkg / "model.onnx").write_bytes(b"not a model at all" * 100)
+    card = ModelCard.load(pkg)
+    card.sha256 = sha256_file(pkg / "model.onnx")
+    card.save(pkg)
+    with pytest.raises(ModelError, match="not a usable ONNX model"):
+        load_classifier(pkg)
+
+
+def test_a_model_whose_input_does_not_fit_the_card_is_refused(tmp_path, package):
     from ctviewer.inference import load_classifier
 
     pkg = copy_package(package, tmp_path)
     card = ModelCard.load(pkg)
-    card.architecture = {**card.architecture, "trunk": "vgg16"}
+    card.preprocessing = {**card.preprocessing, "size": 48}
     card.save(pkg)
-    with pytest.raises(ModelError, match="unsupported architecture"):
+    with pytest.raises(ModelError, match="expected one input"):
         load_classifier(pkg)
 
 

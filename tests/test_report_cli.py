@@ -135,7 +135,7 @@ def test_usage_errors_exit_2(tmp_path, model_dir, series, capsys):
     assert "no CT series" in capsys.readouterr().err
     pkg = tmp_path / "pkg"
     shutil.copytree(model_dir, pkg)
-    with open(pkg / "model.weights.h5", "ab") as fh:
+    with open(pkg / "model.onnx", "ab") as fh:
         fh.write(b"x")
     assert cli.main(["report", str(series), "--pdf", str(tmp_path / "r.pdf"), "--model", str(pkg)]) == 2
     assert "cannot use the model" in capsys.readouterr().err

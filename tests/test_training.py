@@ -138,7 +138,7 @@ def test_precise_batchnorm_sets_moving_statistics_to_the_mean_of_batch_statistic
 def test_zero_init_residual_makes_every_bottleneck_start_as_the_identity_branch():
     import keras
 
-    from ctviewer.inference.architecture import build_model
+    from training.architecture import build_model
     from training.recipes import zero_init_residuals
 
     model = build_model(make_recipe_arch(32))
@@ -161,7 +161,7 @@ def make_recipe_arch(size):
 
 
 def test_internal_size_upsamples_inside_the_model():
-    from ctviewer.inference.architecture import build_model
+    from training.architecture import build_model
     from training.recipes import make_recipe
 
     arch = make_recipe("default", size=32, internal_size=64).architecture
@@ -200,10 +200,16 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
                  "--mixup", "0.2", "--precise-bn", "on", "--zero-init-residual", "on", "--clipnorm", "1.0"]) == 0
     err = capsys.readouterr().err
     assert "epoch   1/2" in err and "validation on" in err and "accuracy" in err
-    for f in (*PLOTS, "model-card.json", "model.weights.h5", "report.html", "classification_report.txt"):
+    for f in (*PLOTS, "model-card.json", "model.weights.h5", "model.onnx", "report.html", "classification_report.txt"):
         assert (out / f).is_file(), f
     card = ModelCard.load(out)
-    assert card.sha256 == sha256_file(out / "model.weights.h5")
+    # the card names the app's model file (ONNX) and keeps the Keras weights it came from
+    assert card.weights_file == "model.onnx" and card.sha256 == sha256_file(out / "model.onnx")
+    onnx_info = card.extra["onnx"]
+    assert onnx_info["keras_weights_sha256"] == sha256_file(out / "model.weights.h5")
+    assert onnx_info["parity"]["max_abs_delta_p"] < 1e-4 and onnx_info["parity"]["slices"] >= 6
+    assert onnx_info["opset"] == 17 and onnx_info["outputs"] == ["logits", "features"]
+    _gradcam_matches_gradient_tape(out)
     assert card.preprocessing["size"] == 32 and card.preprocessing["window_center"] == -600
     assert card.positive_class == "COVID" and card.temperature > 0
     v = card.metrics["validation"]
@@ -234,6 +240,46 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
 
 
 @pytest.mark.slow
+def _gradcam_matches_gradient_tape(run):
+    """The app's Grad-CAM (ONNX features and the Dense kernel, no autodiff) equals TensorFlow's
+    GradientTape Grad-CAM on the run's Keras weights, on real slices (flip TTA on and off)."""
+    from ctviewer.imaging.io import load_slices
+    from ctviewer.inference import load_classifier
+    from ctviewer.paths import samples_dir
+    from training.keras_model import load_keras_run
+
+    onnx_clf, keras_clf = load_classifier(run), load_keras_run(run)
+    files = sorted(p for p in samples_dir().iterdir() if p.suffix in (".png", ".dcm"))
+    assert len(files) >= 6
+    for tta in ([], ["hflip"]):
+        for clf in (onnx_clf, keras_clf):
+            clf.card.extra["tta"] = tta
+        for f in files:
+            x = to_model_input(load_slices(f)[0], onnx_clf.params)
+            a, b = onnx_clf.explain(x), keras_clf.explain(x)
+            assert a.shape == b.shape and np.abs(a - b).max() < 1e-4, (f.name, tta, np.abs(a - b).max())
+            assert abs(onnx_clf.raw_scores(x[None])[0] - keras_clf.raw_scores(x[None])[0]) < 1e-4
+
+
+@pytest.mark.slow
+def test_export_refuses_weights_that_are_not_the_cards(tiny_data, tmp_path):
+    from ctviewer.inference.card import ModelError
+    from training.cli import main
+    from training.export import export_run
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--size", "32",
+                 "--block", "6"]) == 0
+    first = ModelCard.load(out).sha256
+    assert main(["export", str(out)]) == 0  # again: same weights, a fresh ONNX file
+    assert ModelCard.load(out).extra["onnx"]["parity"]["max_abs_delta_p"] < 1e-4
+    w = out / "model.weights.h5"
+    w.write_bytes(w.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelError, match="not the weights"):
+        export_run(out)
+    assert first
+
+
 def test_training_is_deterministic_with_a_seed(tiny_data, tmp_path, capsys):
     from training.cli import main
 

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--data", required=True)
     e.add_argument("--out", default=None, help="where to write the plots and report (default MODEL/eval-<data name>)")
     e.add_argument("--block", type=int, default=25)
+    x = sub.add_parser("export", help="write a training run's ONNX model (the app's model file) and update its card")
+    x.add_argument("run_dir", help="a training run's folder: model.weights.h5 and model-card.json")
+    x.add_argument("--data", default=None, help="slices to measure Keras/ONNX parity on (default: ../shared/data)")
     args = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(args)
     if a.cmd == "train":
@@ -54,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
               command=shlex.join(["python", "-m", "training", *args]), leave_out=a.leave_out,
               balance=a.balance == "on")
         return 0
+    if a.cmd == "export":
+        from .export import main as export_main
+
+        return export_main(a.run_dir, a.data)
     from .evaluate_cmd import evaluate_folder
 
     return evaluate_folder(a.model, a.data, a.out, block=a.block)

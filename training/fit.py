@@ -67,7 +67,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
           balance: bool = True) -> dict:
     import keras
 
-    from ctviewer.inference.architecture import build_model, cached_imagenet_weights
+    from .architecture import build_model, cached_imagenet_weights
 
     t_start = time.time()
     out_dir = Path(out)
@@ -167,9 +167,9 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         licence=LICENCE_NOTE,
     )
     card.extra["tta"] = recipe.tta
-    from ctviewer.inference.model import Classifier
+    from .keras_model import KerasClassifier
 
-    clf = Classifier(card, model, out_dir)
+    clf = KerasClassifier(card, model, out_dir)
     y = (labels[va] == classes.index(pos)).astype(int)
     scores = clf.raw_scores(val_seq.inputs())
     temperature = fit_temperature(scores, y)
@@ -231,6 +231,9 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         f"Validation: {len(va)} slices in {metrics['n_groups']} held-out groups of {block} consecutive file numbers.",
         f"Temperature {temperature:.3f} fitted on validation; ECE {metrics['ece_before']:.3f} -> {metrics['ece_after']:.3f}.",
     ])
+    from .export import export_run
+
+    card = export_run(out_dir)  # the app's model file: ONNX, parity with Keras measured on real slices
     log(summary_text(card))
     return card.to_dict()
 
@@ -291,7 +294,7 @@ def _quick_metrics(model, x: np.ndarray, labels: np.ndarray, pos: int) -> dict:
 def save_plain_weights(model, architecture: dict, path: Path) -> None:
     """The model's weights only: Keras 3 ``save_weights`` on a compiled model also writes the
     optimizer's state (twice the model's size with Adam-type optimizers), which inference never needs."""
-    from ctviewer.inference.architecture import build_model
+    from .architecture import build_model
 
     plain = build_model(architecture, imagenet=False)
     plain.set_weights(model.get_weights())

@@ -151,7 +151,7 @@ class MainWindow(OpeningMixin, QMainWindow):
 
     # --- the model ---------------------------------------------------------
     def load_model(self, folder: str | None = None) -> None:
-        self.model_label.setText("Loading the model (TensorFlow)…")
+        self.model_label.setText("Loading the model…")
         task = ModelTask(folder)
         task.signals.loaded.connect(self._on_model_loaded)
         task.signals.failed.connect(self._on_model_failed)

@@ -6,8 +6,8 @@ Rules (Qt's, and ours):
 - Workers never touch widgets.  They report through signals; Qt queues a
   signal emitted on a worker thread to receivers living on the GUI thread.
 - Opening and model loading are one-shot ``QRunnable`` tasks on the global
-  QThreadPool.  TensorFlow is imported there, never at module import time, so
-  the window appears before it.
+  QThreadPool.  ONNX Runtime is imported there, never at module import time, so
+  the window appears before it (the application never imports TensorFlow).
 - Inference is one long-lived ``QThread`` with a small priority queue: the
   slice on screen first, then the rest of its series, a few at a time so a new
   request for the slice on screen never waits behind a whole series.  Results
@@ -76,7 +76,7 @@ class _ModelSignals(QObject):
 
 
 class ModelTask(QRunnable):
-    """Import TensorFlow and load (and verify) the model in the background."""
+    """Import ONNX Runtime and load (and verify) the model in the background."""
 
     def __init__(self, folder: str | None = None):
         super().__init__()
@@ -86,13 +86,12 @@ class ModelTask(QRunnable):
     def run(self) -> None:
         t0 = time.perf_counter()
         try:
-            from ctviewer.cli import _quiet_libraries
-
-            _quiet_libraries(silence_stderr=False)
             from ctviewer.inference import load_classifier
+            from ctviewer.inference.runtime import GUI_THREADS, quiet_libraries
 
-            clf = load_classifier(self.folder)
-            # One warm-up call traces the compiled forward pass before the first real slice.
+            quiet_libraries()
+            clf = load_classifier(self.folder, threads=GUI_THREADS)
+            # One warm-up call lets ONNX Runtime allocate its buffers before the first real slice.
             clf.probabilities(np.zeros((1, clf.params.size, clf.params.size, 3), np.float32))
         except Exception as exc:  # noqa: BLE001 - ModelError, ImportError, anything: say it in the window
             msg = str(exc) if exc.__class__.__name__ == "ModelError" else f"{type(exc).__name__}: {exc}"

@@ -1,4 +1,4 @@
-"""Model cards, verified loading, batched prediction.  Imports Keras lazily."""
+"""Model cards, verified loading, batched prediction (ONNX Runtime, imported lazily).  Never imports TensorFlow."""
 
 from .card import CARD_NAME, ModelCard, ModelError, sha256_file
 
@@ -6,7 +6,7 @@ __all__ = ["CARD_NAME", "ModelCard", "ModelError", "sha256_file", "load_classifi
 
 
 def __getattr__(name):
-    if name in ("load_classifier", "Classifier", "Prediction", "default_model_dir"):
+    if name in ("load_classifier", "Classifier", "OnnxClassifier", "Prediction", "default_model_dir"):
         from . import model
 
         return getattr(model, name)

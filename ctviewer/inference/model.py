@@ -1,12 +1,24 @@
-"""Verified model loading and batched, calibrated prediction.
+"""Verified model loading and batched, calibrated prediction with ONNX Runtime.
 
-The only module (with ``architecture``) that imports Keras.  Loading checks the
-weights' SHA-256 against the model card first, builds the architecture in code
-and loads plain weights: nothing in a model file is ever executed.
+The application never imports TensorFlow or Keras: the model package holds an ONNX file
+(``python -m training export`` writes it) whose SHA-256 the card names.  Loading reads the
+file's bytes once, checks their hash, and gives those same bytes to ONNX Runtime: nothing
+that was not verified is parsed, and an ONNX file holds a graph of standard operators, no
+code.  Decisions:
+
+- **Outputs.** The graph has one input (the (N, s, s, 3) batch of model inputs) and two
+  outputs, ``logits`` (before the head's activation) and ``features`` (the trunk's last
+  block, for Grad-CAM); see ``training/export.py``.
+- **Flip TTA** (card ``tta: ["hflip"]``): the batch and its mirror go through the model as one
+  batch of 2N, and each slice's log-odds is the mean of its two.
+- **Threads.** ``threads`` sets ONNX Runtime's intra-op pool (default: every core).  The GUI
+  and the batch engine choose theirs (``GUI_THREADS``, ``batch.model_threads``); the numbers
+  behind the choices are in benchmarks/README.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ctviewer.imaging.preprocess import PreprocessParams
-from ctviewer.paths import resources_dir  # noqa: F401 - re-exported for callers
+from ctviewer.paths import resources_dir
 
 from .calibration import covid_score, sigmoid
 from .card import ModelCard, ModelError
@@ -34,30 +46,48 @@ class Prediction:
 
 
 class Classifier:
-    """A verified model with its card; predicts calibrated p(COVID) in batches."""
+    """A model with its card; predicts calibrated p(COVID) in batches.
 
-    def __init__(self, card: ModelCard, model, folder: Path):
+    Subclasses provide ``outputs(x) -> (logits (N, 2), features (N, h, w, K))``: ONNX Runtime
+    in the app (``OnnxClassifier``), Keras in the training package.
+    """
+
+    def __init__(self, card: ModelCard, folder: Path):
         self.card = card
-        self.model = model
-        self.folder = folder
+        self.folder = Path(folder)
         self.params = PreprocessParams.from_dict(card.preprocessing)
         self._activation = card.architecture.get("activation", "linear")
         self._tta = "hflip" in card.extra.get("tta", [])
-        self._forward = _compiled_forward(model, self.params.size)
-        # With flip TTA, one call runs the batch and its mirror as one batch of 2N: one model
-        # call per batch instead of two (and no mirrored copy in numpy).
-        self._forward_all = _compiled_forward(model, self.params.size, hflip=True) if self._tta else self._forward
+
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        s = self.params.size
+        if x.ndim != 4 or x.shape[1:] != (s, s, 3):
+            raise ValueError(f"expected inputs of shape (N, {s}, {s}, 3), got {x.shape}")
+        return x
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """The model's outputs as its card describes them (logits, or the head's activation)."""
+        z = self.outputs(x)[0]
+        if self._activation == "sigmoid":
+            return sigmoid(z)
+        if self._activation == "softmax":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        return z
 
     def raw_scores(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """Uncalibrated log-odds of the positive class for inputs (N, s, s, 3)."""
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1:] != (self.params.size, self.params.size, 3):
-            raise ValueError(f"expected inputs of shape (N, {self.params.size}, {self.params.size}, 3), got {x.shape}")
+        x = self._check(x)
         out = []
         for i in range(0, len(x), batch_size):
             batch = x[i : i + batch_size]
-            s = covid_score(self._forward_all(batch), self._activation, self.card.positive_index)
-            if self._tta:  # the scores of the batch, then of its mirror: average each image with its mirror
+            both = np.concatenate([batch, batch[:, :, ::-1]]) if self._tta else batch
+            s = covid_score(self.logits(both), self._activation, self.card.positive_index)
+            if self._tta:  # the batch, then its mirror: average each image with its mirror
                 s = 0.5 * (s[: len(batch)] + s[len(batch) :])
             out.append(s)
         return np.concatenate(out) if out else np.zeros((0,), np.float64)
@@ -73,59 +103,102 @@ class Classifier:
     def predict(self, x: np.ndarray, batch_size: int = 64) -> list[Prediction]:
         return [Prediction(self.label_for(float(p)), float(p)) for p in self.probabilities(x, batch_size)]
 
-    def explain(self, x: np.ndarray) -> np.ndarray:
-        """Grad-CAM of the positive class for one input (s, s, 3): (s, s) float32 in 0..1.
+    def head_kernel(self) -> np.ndarray:  # pragma: no cover - abstract
+        """The Dense layer's kernel (D, 2) after the feature map (for Grad-CAM)."""
+        raise NotImplementedError
 
-        See ``gradcam.gradcam``; the gradient function is built on the first call
-        and cached on this classifier.
-        """
+    def explain(self, x: np.ndarray) -> np.ndarray:
+        """Grad-CAM of the positive class for one input (s, s, 3): (s, s) float32 in 0..1."""
         from .gradcam import gradcam
 
         return gradcam(self, x)
 
 
-def _compiled_forward(model, size: int, hflip: bool = False):
-    """model(x, training=False) on a batch, compiled once where the backend allows.
+class OnnxClassifier(Classifier):
+    """The application's classifier: an ONNX Runtime session over the verified bytes."""
 
-    With TensorFlow the signature has a free batch dimension, so the last, short
-    batch of a run does not trigger a second trace (about 2.5 s each).  ``hflip``:
-    the model runs on the batch followed by its left-right mirror (2N outputs).
-    """
-    import keras
+    def __init__(self, card: ModelCard, session, folder: Path, model_bytes: bytes | None = None):
+        super().__init__(card, folder)
+        self.session = session
+        self._input = session.get_inputs()[0].name
+        names = [o.name for o in session.get_outputs()]
+        if "logits" not in names:
+            raise ModelError(f"ONNX model {card.weights_file} has no 'logits' output (outputs: {names})")
+        self._has_features = "features" in names
+        self._bytes = model_bytes
+        self._kernel: np.ndarray | None = None
 
-    def inputs(x):
-        return keras.ops.concatenate([x, keras.ops.flip(x, axis=2)], axis=0) if hflip else x
+    @classmethod
+    def from_file(cls, card: ModelCard, path: Path, folder: Path, threads: int | None = None) -> "OnnxClassifier":
+        data = Path(path).read_bytes()
+        return cls.from_bytes(card, data, folder, threads)
 
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+    @classmethod
+    def from_bytes(cls, card: ModelCard, data: bytes, folder: Path, threads: int | None = None) -> "OnnxClassifier":
+        import onnxruntime as ort
 
-        spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-        fn = tf.function(lambda x: model(inputs(x), training=False), input_signature=[spec], autograph=False)
-        return lambda x: fn(x).numpy()
-    if keras.backend.backend() == "jax":
-        import jax
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: no optimiser chatter on stderr
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - any failure here means a broken package
+            raise ModelError(f"{card.weights_file} is not a usable ONNX model: {exc}") from None
+        clf = cls(card, session, folder, data)
+        inp = session.get_inputs()[0]
+        if len(session.get_inputs()) != 1 or list(inp.shape[1:]) != [clf.params.size, clf.params.size, 3]:
+            raise ModelError(f"{card.weights_file}: expected one input of shape (N, {clf.params.size}, "
+                             f"{clf.params.size}, 3), got {[i.shape for i in session.get_inputs()]}")
+        return clf
 
-        state = (model.trainable_variables, model.non_trainable_variables)
-        fn = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, inputs(x), training=False)[0])
-        return lambda x: np.asarray(fn(state[0], state[1], x))
-    return lambda x: keras.ops.convert_to_numpy(model(inputs(x), training=False))
+    def outputs(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        x = np.ascontiguousarray(self._check(x))
+        if not self._has_features:
+            return self.session.run(["logits"], {self._input: x})[0], None
+        logits, features = self.session.run(["logits", "features"], {self._input: x})
+        return logits, features
+
+    def head_kernel(self) -> np.ndarray:
+        if self._kernel is None:
+            self._kernel = _dense_kernel(self._bytes, self.card.weights_file)
+        return self._kernel
 
 
-def load_classifier(folder: str | os.PathLike | None = None) -> Classifier:
+def _dense_kernel(data: bytes | None, name: str) -> np.ndarray:
+    """The (D, 2) kernel of the head's Dense layer: the graph's only 2-D initializer with a
+    dimension of 2 (convolutions are 4-D, normalisations 1-D)."""
+    if data is None:
+        raise ModelError(f"{name}: the model's bytes are not kept; cannot read its head")
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(data)
+    found = [numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 2 and 2 in tuple(t.dims)]
+    if len(found) != 1:
+        raise ModelError(f"{name}: expected one Dense kernel in the graph, found {len(found)}")
+    k = found[0].astype(np.float64)
+    return k if k.shape[1] == 2 else k.T
+
+
+def load_classifier(folder: str | os.PathLike | None = None, threads: int | None = None) -> Classifier:
     """Load and verify a model package (default: the bundled model)."""
     folder = Path(folder) if folder is not None else default_model_dir()
     card = ModelCard.load(folder)
-    weights = card.verify(folder)  # hash first, before any parsing of the weights
-    from .architecture import build_model
-
-    try:
-        model = build_model(card.architecture, imagenet=False)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelError(f"model card {folder}: unsupported architecture ({exc})") from None
-    if not weights.name.endswith(".weights.h5"):
-        raise ModelError(f"{weights.name}: only plain Keras weights files (.weights.h5) are accepted")
-    try:
-        model.load_weights(weights)
-    except Exception as exc:  # noqa: BLE001 - any failure here means a broken package
-        raise ModelError(f"weights file {weights.name} does not fit its architecture: {exc}") from None
-    return Classifier(card, model, folder)
+    path = card.weights_path(folder)
+    if not path.name.endswith(".onnx"):
+        raise ModelError(
+            f"{path.name}: the application runs ONNX models only; export this training run with "
+            f"'python -m training export {folder}'"
+        )
+    if not path.is_file():
+        raise ModelError(f"model file {path.name} is missing from {folder}")
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != card.sha256:  # hash first, before any parsing of the model
+        raise ModelError(
+            f"model file {path.name} does not match its model card "
+            f"(SHA-256 {actual[:12]}…, expected {card.sha256[:12]}…): refusing to load it"
+        )
+    return OnnxClassifier.from_bytes(card, data, folder, threads)
