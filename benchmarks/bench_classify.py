@@ -6,7 +6,7 @@ For each data set (a folder of PNG slices, a DICOM series) and in the same run:
                     preprocessing on worker threads, batched inference (with the card's
                     test-time augmentation), calibration, pixel hashes
   notebook way      one slice at a time: cv2.imread + cv2.resize(img, (80, 80)) +
-                    model.predict(x[None]).  The notebook had no DICOM reader: for DICOM,
+                    one forward pass of x[None].  The notebook had no DICOM reader: for DICOM,
                     pydicom dcmread().pixel_array, min-max to uint8, same resize/predict
   decode+preprocess load_slices + to_model_input on one thread, no model
   forward x1        the classifier's compiled forward on preprocessed batches of 64 (no
@@ -14,7 +14,7 @@ For each data set (a folder of PNG slices, a DICOM series) and in the same run:
   probabilities()   Classifier.probabilities on the same batches: every forward pass the
                     card asks for (two with hflip TTA) + calibration, no I/O
 
-Each path is warmed up once (TF tracing), then the paths are timed in turn, ``--repeat``
+Each path is warmed up once, then the paths are timed in turn, ``--repeat``
 rounds; the median is reported as slices/s and as a ratio to the notebook way.  Timings on a shared machine are
 noisy: compare the ratios of one run, not absolute numbers across runs.
 
@@ -88,7 +88,7 @@ def bench_dataset(name, files, read_notebook, clf, repeat):
 
     def notebook():
         for f in files:
-            clf.model.predict(read_notebook(f)[None], verbose=0)
+            clf.outputs(read_notebook(f)[None].astype(np.float32))
 
     def preprocess():
         return [to_model_input(s, clf.params) for f in files for s in load_slices(f)]
@@ -99,7 +99,7 @@ def bench_dataset(name, files, read_notebook, clf, repeat):
 
     def forward():
         for b in batches:
-            clf._forward(b)
+            clf.outputs(b)
 
     def probabilities():
         clf.probabilities(inputs, batch_size=64)
@@ -134,10 +134,7 @@ def main(argv=None) -> int:
             hint = " (pass --model DIR)" if what == "model" else ""
             print(f"bench_classify: {what} folder not found: {folder}{hint}", file=sys.stderr)
             return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-    import tensorflow as tf
+    import onnxruntime
 
     from ctviewer.imaging.series import iter_files
     from ctviewer.inference import ModelError, load_classifier
@@ -157,11 +154,11 @@ def main(argv=None) -> int:
         bench_dataset(f"{len(pngs)} PNG", pngs, notebook_png, clf, a.repeat),
         bench_dataset(f"{len(dicoms)} DICOM", dicoms, notebook_dicom, clf, a.repeat),
     ]
-    tta = "hflip TTA (2 forwards/batch)" if clf._tta else "no TTA"
+    tta = "hflip TTA (2N per batch)" if "hflip" in clf.card.extra.get("tta", []) else "no TTA"
     print(f"\nmodel {clf.card.title} ({clf.params.size}x{clf.params.size}, {tta}); median of {a.repeat} runs")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}, backend {keras.backend.backend()}\n"
+        f"ONNX Runtime {onnxruntime.__version__} (CPU)\n"
     )
     print(f"{'data':<10} {'path':<22} {'slices/s':>9} {'x notebook':>11} {'% of ceiling':>13}")
     for (n, rows), name in zip(results, ("PNG", "DICOM")):

@@ -10,7 +10,7 @@ model loads and the series is classified, the way a radiologist would page
 through a study.  Stalls are reported per phase, beside an idle baseline
 measured in the same run (the machine is shared and noisy):
 
-- loading: window shown -> model ready (TensorFlow import and model build on a worker)
+- loading: window shown -> model ready (ONNX Runtime import, verified model load and warm-up on a worker)
 - classifying: model ready -> every slice of the series classified
 - idle: 2 s afterwards, nothing to do (the noise floor)
 

@@ -85,11 +85,8 @@ def main(argv=None) -> int:
     if not a.series.is_dir():
         print(f"bench_study: no series at {a.series}", file=sys.stderr)
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
     import numpy as np
-    import tensorflow as tf
+    import onnxruntime
 
     from ctviewer.imaging.io import load_slices
     from ctviewer.imaging.preprocess import to_model_input
@@ -172,11 +169,11 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    tta = "hflip TTA (2 forwards/batch)" if clf._tta else "no TTA"
+    tta = "hflip TTA (2N per batch)" if "hflip" in clf.card.extra.get("tta", []) else "no TTA"
     print(f"\nmodel {clf.card.title} ({clf.params.size}x{clf.params.size}, {tta}); series of {n} DICOM slices "
           f"(512x512); median of {a.repeat} runs")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-          f"TensorFlow {tf.__version__}, Keras {keras.__version__}\n")
+          f"ONNX Runtime {onnxruntime.__version__}\n")
     print(f"{'throughput':<34} {'slices/s':>9} {'% of raw':>9} {'core-ms/slice':>14}")
     for label, r in rate.items():
         print(f"{label:<34} {r:9.1f} {100 * r / rate['raw model (probabilities)']:8.0f} % {core_ms[label]:14.1f}")

@@ -39,7 +39,7 @@ from typing import Callable, Iterable
 import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from .imaging.dicom import DAMAGED, NO_PIXELS, _check_file_size, _check_geometry, _non_image_kind, _text
+from .imaging.dicom import DAMAGED, NO_PIXELS, check_file_size, check_geometry, non_image_kind, dicom_text
 from .imaging.errors import ImagingError
 from .imaging.io import looks_like_dicom, sniff
 from .imaging.raster import looks_like_raster
@@ -75,7 +75,7 @@ def _date(value: str) -> str:
 
 def _int(value: object) -> int | None:
     try:
-        return int(float(_text(value)))
+        return int(float(dicom_text(value)))
     except (TypeError, ValueError, OverflowError):
         return None
 
@@ -119,7 +119,7 @@ def _raster_header(path: str) -> _Header:
 def _check_pixel_data(path: str, fp, ds: pydicom.Dataset) -> None:
     """Refuse an object with no standard Pixel Data: the parser stopped right before it, or at EOF."""
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and _text(meta.get("TransferSyntaxUID")) == DeflatedExplicitVRLittleEndian:
+    if meta is not None and dicom_text(meta.get("TransferSyntaxUID")) == DeflatedExplicitVRLittleEndian:
         return  # parsed from a decompressed copy: the loader checks
     kind = _PIXEL_TAGS.get(fp.read(4), "none")
     if kind == "float":
@@ -130,7 +130,7 @@ def _check_pixel_data(path: str, fp, ds: pydicom.Dataset) -> None:
 
 def _dicom_header(path: str) -> _Header:
     """Header of one DICOM file, or ``ImagingError`` (the imaging layer's reasons)."""
-    _check_file_size(path)
+    check_file_size(path)
     try:
         with open(path, "rb") as fp:
             try:
@@ -140,32 +140,32 @@ def _dicom_header(path: str) -> _Header:
             if len(ds) == 0:
                 meta = getattr(ds, "file_meta", None)
                 raise ImagingError(path, DAMAGED if meta else "not a DICOM image (no data elements)")
-            kind = _non_image_kind(ds)
+            kind = non_image_kind(ds)
             if kind is not None:
                 raise ImagingError(path, f"not an image: {kind}")
             _check_pixel_data(path, fp, ds)
         samples = int(ds.get("SamplesPerPixel") or 1)
-        photometric = _text(ds.get("PhotometricInterpretation")).upper() or "MONOCHROME2"
+        photometric = dicom_text(ds.get("PhotometricInterpretation")).upper() or "MONOCHROME2"
         if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
             raise ImagingError(
                 path, f"colour image ({photometric}), not a greyscale CT slice (screenshots and exam summaries are not read)"
             )
-        _, _, frames = _check_geometry(path, ds)
+        _, _, frames = check_geometry(path, ds)
         folder = _folder_key(path)
         return _Header(
             path,
-            patient_id=_text(ds.get("PatientID")),
-            patient_name=_text(ds.get("PatientName")),
-            birth_date=_date(_text(ds.get("PatientBirthDate"))),
-            sex=_text(ds.get("PatientSex")),
-            study_uid=_text(ds.get("StudyInstanceUID")) or folder,
-            study_date=_date(_text(ds.get("StudyDate"))),
-            study_description=_text(ds.get("StudyDescription")),
-            accession=_text(ds.get("AccessionNumber")),
-            series_uid=_text(ds.get("SeriesInstanceUID")) or folder,
+            patient_id=dicom_text(ds.get("PatientID")),
+            patient_name=dicom_text(ds.get("PatientName")),
+            birth_date=_date(dicom_text(ds.get("PatientBirthDate"))),
+            sex=dicom_text(ds.get("PatientSex")),
+            study_uid=dicom_text(ds.get("StudyInstanceUID")) or folder,
+            study_date=_date(dicom_text(ds.get("StudyDate"))),
+            study_description=dicom_text(ds.get("StudyDescription")),
+            accession=dicom_text(ds.get("AccessionNumber")),
+            series_uid=dicom_text(ds.get("SeriesInstanceUID")) or folder,
             series_number=_int(ds.get("SeriesNumber")),
-            modality=_text(ds.get("Modality")),
-            series_description=_text(ds.get("SeriesDescription")),
+            modality=dicom_text(ds.get("Modality")),
+            series_description=dicom_text(ds.get("SeriesDescription")),
             n_frames=frames,
         )
     except ImagingError:
@@ -182,7 +182,7 @@ def scan_file(path: str) -> _Header:
     """Sniff one file and read its header (never its pixels); ``ImagingError`` when refused."""
     head = sniff(path)
     if looks_like_raster(head):
-        _check_file_size(path)
+        check_file_size(path)
         return _raster_header(path)
     if looks_like_dicom(head):
         return _dicom_header(path)

@@ -52,7 +52,7 @@ from ctviewer.imaging.preprocess import (
     model_input_and_box,
     segment_chest,
 )
-from ctviewer.imaging.series import _natural
+from ctviewer.imaging.series import natural_key
 from ctviewer.studies import PatientNode, SliceResult, StudyNode, StudyResult, Thumbnail
 
 
@@ -217,7 +217,7 @@ def _run(
 def sort_results(results: Sequence[SliceResult]) -> list[SliceResult]:
     """One series' results in anatomical order (see the module docstring)."""
     ok = [r for r in results if not r.error]
-    refused = sorted((r for r in results if r.error), key=lambda r: _natural(r.path))
+    refused = sorted((r for r in results if r.error), key=lambda r: natural_key(r.path))
     objects: dict[tuple[str, str], list[SliceResult]] = {}
     for r in ok:
         objects.setdefault((r.path, r.sop_instance_uid), []).append(r)
@@ -228,7 +228,7 @@ def sort_results(results: Sequence[SliceResult]) -> list[SliceResult]:
 
     def key(group: list[SliceResult]) -> tuple:
         r = group[0]
-        return (r.position if by_position else 0.0, r.instance_number if by_number else 0, _natural(r.path))
+        return (r.position if by_position else 0.0, r.instance_number if by_number else 0, natural_key(r.path))
 
     return [r for g in sorted(groups, key=key) for r in g] + refused
 

@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--version", default="1.0.0")
     e = sub.add_parser("evaluate", help="evaluate a model package on a folder of class subfolders")
     e.add_argument("--model", required=True)
-    e.add_argument("--data", required=True)
+    e.add_argument("--data", required=True, nargs="+", help="folder(s) with one subfolder per class (one source each)")
+    e.add_argument("--split", choices=["all", "validation"], default="all",
+                   help="every slice, or only the slices a training run with --seed/--val-fraction held out")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--val-fraction", type=float, default=0.2)
     e.add_argument("--out", default=None, help="where to write the plots and report (default MODEL/eval-<data name>)")
     e.add_argument("--block", type=int, default=25)
     x = sub.add_parser("export", help="write a training run's ONNX model (the app's model file) and update its card")
@@ -63,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         return export_main(a.run_dir, a.data)
     from .evaluate_cmd import evaluate_folder
 
-    return evaluate_folder(a.model, a.data, a.out, block=a.block)
+    return evaluate_folder(a.model, a.data, a.out, block=a.block, split=a.split, seed=a.seed,
+                           val_fraction=a.val_fraction)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def discover(data_dir: str | Path | list, block: int = 25) -> LabelledSet:
     rule = grouping_rule(root.resolve().name)
     paths, labels, groups = [], [], []
     for idx, cls in enumerate(classes):
-        for f in sorted((root / cls).rglob("*"), key=lambda p: _natural(p.name)):
+        for f in sorted((root / cls).rglob("*"), key=lambda p: natural_key(p.name)):
             if f.is_file() and is_candidate(f):
                 paths.append(str(f))
                 labels.append(idx)
@@ -126,7 +126,7 @@ def discover(data_dir: str | Path | list, block: int = 25) -> LabelledSet:
                        np.array([root.resolve().name] * len(paths)))
 
 
-def _natural(name: str):
+def natural_key(name: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 

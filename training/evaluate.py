@@ -87,6 +87,18 @@ def per_source(y, p_raw, p_cal, groups, sources, threshold=0.5) -> dict:
     return out
 
 
+def source_table(per_src: dict, title: str = "source") -> str:
+    """A Markdown table of ``per_source`` results: slices, accuracy, AUC with its interval,
+    sensitivity, specificity and calibration error, one row per source."""
+    lines = [f"| {title} | slices (COVID) | accuracy | AUC (95% interval) | sensitivity | specificity | ECE |",
+             "|---|---|---|---|---|---|---|"]
+    for src, m in per_src.items():
+        lo, hi = m.get("ci95", {}).get("roc_auc", [float("nan")] * 2)
+        lines.append(f"| {src} | {m['n_slices']} ({m['n_positive']}) | {m['accuracy']:.3f} | {m['roc_auc']:.3f} "
+                     f"({lo:.2f}–{hi:.2f}) | {m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['ece_after']:.3f} |")
+    return "\n".join(lines)
+
+
 def write_plots(out: Path, y, p_raw, p_cal, class_names: list[str], pos_name: str, history: dict | None = None) -> dict:
     """Save the evaluation figures as PNG; return {title: file name}."""
     import matplotlib

@@ -13,7 +13,7 @@ from ctviewer.studies import StudyResult
 
 from .study_browser import series_slices
 from .tables import RowsTableModel
-from .workers import _emit
+from .workers import emit_queued
 
 COLUMNS = ("Study", "#", "Position (mm)", "p(COVID)", "Label", "Lung", "Error")
 PLOT_EVERY_MS = 250
@@ -153,9 +153,9 @@ class ExportTask(QRunnable):
 
                 write_sr(self.results[0], self.dest, anonymize=self.anonymize)
         except Exception as exc:  # noqa: BLE001 - OSError, a report bug: a message in the window
-            _emit(self.signals.finished, self.kind, self.dest, f"{type(exc).__name__}: {exc}")
+            emit_queued(self.signals.finished, self.kind, self.dest, f"{type(exc).__name__}: {exc}")
             return
-        _emit(self.signals.finished, self.kind, self.dest, "")
+        emit_queued(self.signals.finished, self.kind, self.dest, "")
 
 
 class PlotCanvas(QWidget):

@@ -40,19 +40,19 @@ def add_action(win, text: str, slot, shortcut=None, checkable=False, menu=None) 
 
 def build_menus(win) -> None:
     """File, View (presets, zoom, heatmap, identifying text, theme, docks), Model and Help; the toolbar."""
-    win._action = lambda *a, **k: add_action(win, *a, **k)
+    win.make_action = lambda *a, **k: add_action(win, *a, **k)
     mb = win.menuBar()
     f = mb.addMenu("&File")
-    win._action("Open &files…", win.open_files_dialog, "Ctrl+O", menu=f)
-    win._action("Open f&older…", win.open_folder_dialog, "Ctrl+Shift+O", menu=f)
-    win._action("Open &DICOMDIR…", win.open_dicomdir_dialog, "Ctrl+D", menu=f)
+    win.make_action("Open &files…", win.open_files_dialog, "Ctrl+O", menu=f)
+    win.make_action("Open f&older…", win.open_folder_dialog, "Ctrl+Shift+O", menu=f)
+    win.make_action("Open &DICOMDIR…", win.open_dicomdir_dialog, "Ctrl+D", menu=f)
     win.recent_menu = f.addMenu("Open &recent")
-    win._action("Open the &sample slices", win.open_samples, menu=f)
-    win._action("&Batch review…", lambda: win.open_batch_review(), "Ctrl+B", menu=f)
+    win.make_action("Open the &sample slices", win.open_samples, menu=f)
+    win.make_action("&Batch review…", lambda: win.open_batch_review(), "Ctrl+B", menu=f)
     f.addSeparator()
-    win._action("E&xport history as CSV…", lambda: win.history_panel.export_csv(), menu=f)
+    win.make_action("E&xport history as CSV…", lambda: win.history_panel.export_csv(), menu=f)
     f.addSeparator()
-    win._action("&Quit", win.close, QKeySequence.StandardKey.Quit, menu=f)
+    win.make_action("&Quit", win.close, QKeySequence.StandardKey.Quit, menu=f)
 
     v = mb.addMenu("&View")
     tb = win.addToolBar("Window presets")
@@ -61,7 +61,7 @@ def build_menus(win) -> None:
     win.preset_actions = {}
     for name, key in PRESET_KEYS:
         title = "File's own" if name == "file" else name.capitalize()
-        act = win._action(title, lambda _c=False, n=name: win.set_preset(n), key, checkable=True, menu=v)
+        act = win.make_action(title, lambda _c=False, n=name: win.set_preset(n), key, checkable=True, menu=v)
         act.setToolTip(f"{title} window ({key})")
         group.addAction(act)
         tb.addAction(act)
@@ -69,22 +69,22 @@ def build_menus(win) -> None:
     if win.preset in win.preset_actions:
         win.preset_actions[win.preset].setChecked(True)
     v.addSeparator()
-    win._action("Zoom &in", lambda: win.viewer.zoom(ZOOM_STEP), ["+", "="], menu=v)
-    win._action("Zoom &out", lambda: win.viewer.zoom(1 / ZOOM_STEP), "-", menu=v)
-    win._action("&Fit to window", win.viewer.fit, "F", menu=v)
+    win.make_action("Zoom &in", lambda: win.viewer.zoom(ZOOM_STEP), ["+", "="], menu=v)
+    win.make_action("Zoom &out", lambda: win.viewer.zoom(1 / ZOOM_STEP), "-", menu=v)
+    win.make_action("&Fit to window", win.viewer.fit, "F", menu=v)
     tb.addSeparator()
-    win.heatmap_action = win._action("&Heatmap", lambda on: win.set_heatmap(on), "H", checkable=True, menu=v)
+    win.heatmap_action = win.make_action("&Heatmap", lambda on: win.set_heatmap(on), "H", checkable=True, menu=v)
     tb.addAction(win.heatmap_action)
-    win.anon_action = win._action("Hide &identifying text", win.set_hide_identifying, "I", checkable=True, menu=v)
+    win.anon_action = win.make_action("Hide &identifying text", win.set_hide_identifying, "I", checkable=True, menu=v)
     win.anon_action.setChecked(win.settings.value("view/hide_identifying", False, type=bool))
     tb.addAction(win.anon_action)
-    win.annot_action = win._action("Corner &annotations", win.viewer.set_annotations_visible, checkable=True, menu=v)
+    win.annot_action = win.make_action("Corner &annotations", win.viewer.set_annotations_visible, checkable=True, menu=v)
     win.annot_action.setChecked(True)
     theme = v.addMenu("&Theme")
     tgroup = QActionGroup(win)
     current_theme = win.settings.value("view/theme", "system")
     for name in ("system", "light", "dark"):
-        act = win._action(name.capitalize() if name != "system" else "Follow the system",
+        act = win.make_action(name.capitalize() if name != "system" else "Follow the system",
                            lambda _c=False, n=name: win.set_theme(n), checkable=True, menu=theme)
         act.setChecked(name == current_theme)
         tgroup.addAction(act)
@@ -95,14 +95,14 @@ def build_menus(win) -> None:
            ("Back 10", lambda: win.step(-10), "PgUp"), ("Forward 10", lambda: win.step(10), "PgDown"),
            ("First slice", lambda: win.step(-10**6), "Home"), ("Last slice", lambda: win.step(10**6), "End"))
     for text, slot, key in nav:
-        win._action(text, slot, key)
+        win.make_action(text, slot, key)
 
     m = mb.addMenu("&Model")
-    win.about_model_action = win._action("&About the model…", win.show_model_card, menu=m)
+    win.about_model_action = win.make_action("&About the model…", win.show_model_card, menu=m)
     h = mb.addMenu("&Help")
-    win._action("&Keyboard shortcuts", lambda: show_shortcuts(win), "F1", menu=h)
-    win._action("&About CT Viewer", lambda: show_about(win), menu=h)
-    win._rebuild_recent()
+    win.make_action("&Keyboard shortcuts", lambda: show_shortcuts(win), "F1", menu=h)
+    win.make_action("&About CT Viewer", lambda: show_about(win), menu=h)
+    win.rebuild_recent()
 
 
 def show_shortcuts(win) -> None:

@@ -106,13 +106,13 @@ class OpeningMixin:
     def _add_recent(self, path: str) -> None:
         recent = [p for p in self.recent_files() if p != os.path.abspath(path)]
         self.settings.setValue("files/recent", [os.path.abspath(path), *recent][:RECENT_MAX])
-        self._rebuild_recent()
+        self.rebuild_recent()
 
     def recent_files(self) -> list[str]:
         value = self.settings.value("files/recent", [])
         return [value] if isinstance(value, str) else list(value or [])
 
-    def _rebuild_recent(self) -> None:
+    def rebuild_recent(self) -> None:
         self.recent_menu.clear()
         for p in self.recent_files():
             act = self.recent_menu.addAction(p)

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from ctviewer.studies import PatientNode, SeriesNode, StudyNode
 
-from .workers import _emit
+from .workers import emit_queued
 
 COLUMNS = ("Patient / study / series", "Slices", "Verdict", "Modality", "Description", "Date")
 VERDICT_COLUMN = COLUMNS.index("Verdict")
@@ -70,7 +70,7 @@ class ScanTask(QRunnable):
         now = time.perf_counter()
         if done >= total or now - self._last >= PROGRESS_EVERY_S:
             self._last = now
-            _emit(self.signals.progress, int(done), int(total))
+            emit_queued(self.signals.progress, int(done), int(total))
 
     def run(self) -> None:
         from ctviewer.imaging import ImagingError
@@ -85,7 +85,7 @@ class ScanTask(QRunnable):
             result.errors.append(ImagingError(None, f"unexpected error while scanning ({type(exc).__name__}: {exc})"))
         result.cancelled = self._cancel.is_set()
         result.seconds = time.perf_counter() - t0
-        _emit(self.signals.finished, result)
+        emit_queued(self.signals.finished, result)
 
 
 def series_slices(series: SeriesNode) -> int:

@@ -59,10 +59,10 @@ class OpenTask(QRunnable):
             result.hashes = {s: pixel_hash(s.pixels) for series in result.series for s in series.slices}
         except Exception as exc:  # noqa: BLE001 - a bug must become a message, not a dead worker
             result.errors.append(ImagingError(None, f"unexpected error while opening ({type(exc).__name__}: {exc})"))
-        _emit(self.signals.finished, result)
+        emit_queued(self.signals.finished, result)
 
 
-def _emit(signal, *args) -> None:
+def emit_queued(signal, *args) -> None:
     """Emit, unless the receiver side is gone (the application quit while a task ran)."""
     try:
         signal.emit(*args)
@@ -95,9 +95,9 @@ class ModelTask(QRunnable):
             clf.probabilities(np.zeros((1, clf.params.size, clf.params.size, 3), np.float32))
         except Exception as exc:  # noqa: BLE001 - ModelError, ImportError, anything: say it in the window
             msg = str(exc) if exc.__class__.__name__ == "ModelError" else f"{type(exc).__name__}: {exc}"
-            _emit(self.signals.failed, msg)
+            emit_queued(self.signals.failed, msg)
             return
-        _emit(self.signals.loaded, clf, time.perf_counter() - t0)
+        emit_queued(self.signals.loaded, clf, time.perf_counter() - t0)
 
 
 PREDICT, EXPLAIN = "predict", "explain"

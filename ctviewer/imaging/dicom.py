@@ -96,11 +96,11 @@ _NEW_SYNTAX_NAMES = {
 def read_dicom(path: str | os.PathLike) -> list[Slice]:
     """Read a DICOM file as slices (one per frame); refuse with ``ImagingError``."""
     path = os.fspath(path)
-    _check_file_size(path)
+    check_file_size(path)
     try:
         ds = _read_dataset(path)
         _refuse_non_image(path, ds)
-        rows, cols, frames = _check_geometry(path, ds)
+        rows, cols, frames = check_geometry(path, ds)
         ts_name = _ensure_transfer_syntax(path, ds)
         raw = _decode(path, ds).reshape(frames, rows, cols)
         return _build_slices(path, ds, raw, ts_name)
@@ -112,7 +112,7 @@ def read_dicom(path: str | os.PathLike) -> list[Slice]:
         raise ImagingError(path, DAMAGED) from None
 
 
-def _check_file_size(path: str) -> None:
+def check_file_size(path: str) -> None:
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
@@ -136,7 +136,7 @@ def _read_dataset(path: str) -> Dataset:
     return ds
 
 
-def _text(value: Any) -> str:
+def dicom_text(value: Any) -> str:
     """A DICOM value as plain text; multi-values joined with backslashes."""
     if value is None:
         return ""
@@ -150,10 +150,10 @@ def _sop_class(ds: Dataset) -> str:
     meta = getattr(ds, "file_meta", None)
     if not uid and meta is not None:
         uid = meta.get("MediaStorageSOPClassUID")
-    return _text(uid)
+    return dicom_text(uid)
 
 
-def _non_image_kind(ds: Dataset) -> str | None:
+def non_image_kind(ds: Dataset) -> str | None:
     """What the object is when it is not an image, else None."""
     sop = _sop_class(ds)
     if sop and not sop.startswith(_IMAGE_SOP_EXCEPTIONS):
@@ -161,11 +161,11 @@ def _non_image_kind(ds: Dataset) -> str | None:
                    key=len, default=None)
         if best is not None:
             return _NON_IMAGE_SOP[best]
-    return _NON_IMAGE_MODALITY.get(_text(ds.get("Modality")).upper())
+    return _NON_IMAGE_MODALITY.get(dicom_text(ds.get("Modality")).upper())
 
 
 def _refuse_non_image(path: str, ds: Dataset) -> None:
-    kind = _non_image_kind(ds)
+    kind = non_image_kind(ds)
     if kind is not None:
         raise ImagingError(path, f"not an image: {kind}")
     if "PixelData" not in ds:
@@ -173,17 +173,17 @@ def _refuse_non_image(path: str, ds: Dataset) -> None:
             raise ImagingError(path, "no standard pixel data (floating-point pixel data is not a CT slice)")
         raise ImagingError(path, NO_PIXELS)
     samples = int(ds.get("SamplesPerPixel") or 1)
-    photometric = _text(ds.get("PhotometricInterpretation")).upper() or "MONOCHROME2"
+    photometric = dicom_text(ds.get("PhotometricInterpretation")).upper() or "MONOCHROME2"
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImagingError(
             path, f"colour image ({photometric}), not a greyscale CT slice (screenshots and exam summaries are not read)"
         )
 
 
-def _check_geometry(path: str, ds: Dataset) -> tuple[int, int, int]:
+def check_geometry(path: str, ds: Dataset) -> tuple[int, int, int]:
     """Rows, columns, frames from the header; refuse absurd or too large images before decoding."""
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-    frames = int(_text(ds.get("NumberOfFrames")) or 1) if "NumberOfFrames" in ds else 1
+    frames = int(dicom_text(ds.get("NumberOfFrames")) or 1) if "NumberOfFrames" in ds else 1
     bits = int(ds.get("BitsAllocated") or 0)
     if rows <= 0 or cols <= 0 or frames <= 0 or bits not in (1, 8, 16, 32):
         raise ImagingError(path, f"{DAMAGED} (invalid image size or bit depth)")
@@ -213,7 +213,7 @@ def _ensure_transfer_syntax(path: str, ds: Dataset) -> str:
     meta = getattr(ds, "file_meta", None)
     if meta is None:
         meta = ds.file_meta = FileMetaDataset()
-    uid = UID(_text(meta.get("TransferSyntaxUID")))
+    uid = UID(dicom_text(meta.get("TransferSyntaxUID")))
     if not uid.is_transfer_syntax:
         encapsulated = ds["PixelData"].is_undefined_length
         if uid in _NEW_SYNTAX_NAMES or (encapsulated and uid):
@@ -346,13 +346,13 @@ def _window(ds: Dataset, groups: list[Dataset]) -> tuple[float, float] | None:
 
 def _optional_int(value: Any) -> int | None:
     try:
-        return int(float(_text(value)))
+        return int(float(dicom_text(value)))
     except (TypeError, ValueError, OverflowError):
         return None
 
 
 def _uid(ds: Dataset, keyword: str) -> str | None:
-    return _text(ds.get(keyword)) or None
+    return dicom_text(ds.get(keyword)) or None
 
 
 _META_FIELDS = ("PatientID", "StudyDate", "Manufacturer", "ManufacturerModelName",
@@ -363,7 +363,7 @@ _META_FIELDS = ("PatientID", "StudyDate", "Manufacturer", "ManufacturerModelName
 def _meta(ds: Dataset, ts_name: str) -> dict[str, str]:
     meta = {"TransferSyntax": ts_name}
     for keyword in _META_FIELDS:
-        text = _text(ds.get(keyword))
+        text = dicom_text(ds.get(keyword))
         if text:
             meta[keyword] = text
     return meta
@@ -389,13 +389,13 @@ def _build_slices(path: str, ds: Dataset, raw: np.ndarray, ts_name: str) -> list
     common = dict(
         path=path,
         is_hu=True,
-        invert=_text(ds.get("PhotometricInterpretation")).upper() == "MONOCHROME1",
+        invert=dicom_text(ds.get("PhotometricInterpretation")).upper() == "MONOCHROME1",
         sop_instance_uid=_uid(ds, "SOPInstanceUID"),
         series_instance_uid=_uid(ds, "SeriesInstanceUID"),
         study_instance_uid=_uid(ds, "StudyInstanceUID"),
         instance_number=_optional_int(ds.get("InstanceNumber")),
-        modality=_text(ds.get("Modality")) or None,
-        description=_text(ds.get("SeriesDescription")),
+        modality=dicom_text(ds.get("Modality")) or None,
+        description=dicom_text(ds.get("SeriesDescription")),
     )
     meta = _meta(ds, ts_name)
     slices = []

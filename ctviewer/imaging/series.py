@@ -220,7 +220,7 @@ class Series:
         return f"{self.modality or '?'} {text} ({len(self.slices)})"
 
 
-def _natural(path: str) -> tuple:
+def natural_key(path: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path))
 
 
@@ -249,7 +249,7 @@ def sort_slices(slices: Iterable[Slice]) -> list[Slice]:
         s = group[0]
         primary = float(np.dot(s.position, normal)) if by_position else 0.0  # type: ignore[arg-type]
         number = s.instance_number if by_number else 0
-        return (primary, number, _natural(s.path))
+        return (primary, number, natural_key(s.path))
 
     return [s for g in sorted(groups, key=key) for s in g]
 

@@ -43,7 +43,7 @@ from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
-from .dicom import DAMAGED, _check_file_size
+from .dicom import DAMAGED, check_file_size
 from .errors import ImagingError
 from .io import looks_like_dicom, sniff
 from .raster import looks_like_raster
@@ -131,7 +131,7 @@ def read_tags(path: str | os.PathLike, max_rows: int = 5000) -> list[TagRow]:
     """Rows for the tag browser (file meta first); ``[]`` for PNG/JPEG; ``ImagingError`` otherwise."""
     path = os.fspath(path)
     max_rows = max(1, int(max_rows))
-    _check_file_size(path)
+    check_file_size(path)
     head = sniff(path)
     if looks_like_raster(head):
         return []
