@@ -110,7 +110,10 @@ def main(argv=None) -> int:
         patient, study = patients[0], patients[0].studies[0]
         n = sum(len(s.files) for s in study.series)
 
+        from ctviewer.inference.model import SPIN
+
         clf = load_classifier(a.model)
+        other = load_classifier(a.model, spin=not SPIN)  # the other choice of ONNX Runtime's idle threads
         inputs = np.stack([to_model_input(s, clf.params) for s in study.series[0].files for s in load_slices(s)])
 
         def raw():
@@ -135,7 +138,11 @@ def main(argv=None) -> int:
         def readers():
             classify_study(study, patient, NoModel())
 
-        paths = {"raw model (probabilities)": raw, "classify_study": engine, "readers only (no model)": readers}
+        def engine_other():
+            classify_study(study, patient, other)
+
+        paths = {"raw model (probabilities)": raw, "classify_study": engine,
+                 f"  with spinning {'on' if not SPIN else 'off'}": engine_other, "readers only (no model)": readers}
         for fn in paths.values():
             fn()  # warm-up: tracing, caches
         times: dict[str, list[float]] = {k: [] for k in paths}

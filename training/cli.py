@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder(s) with one subfolder per class; several folders = several sources")
     t.add_argument("--leave-out", default=None, metavar="SOURCE",
                    help="train without this source (a --data folder's name) and test on all of it")
+    t.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="start from these Keras weights (same architecture) instead of from scratch: fine-tuning")
+    t.add_argument("--warmup-epochs", type=int, default=None, help="override the recipe's warm-up epochs")
     t.add_argument("--balance", choices=["on", "off"], default="on",
                    help="weight the loss so that classes are balanced within each source (default on)")
     t.add_argument("--out", required=True, help="output folder: weights, model-card.json, plots, report.html")
@@ -49,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     x = sub.add_parser("export", help="write a training run's ONNX model (the app's model file) and update its card")
     x.add_argument("run_dir", help="a training run's folder: model.weights.h5 and model-card.json")
     x.add_argument("--data", default=None, help="slices to measure Keras/ONNX parity on (default: ../shared/data)")
+    tb = sub.add_parser("tables", help="add leave-one-source-out runs and the replaced model's numbers to a card")
+    tb.add_argument("ship", help="the run that ships (trained on every source)")
+    tb.add_argument("--loso", nargs="*", default=[], metavar="RUN", help="train --leave-out runs")
+    tb.add_argument("--replaces", default=None, metavar="METRICS_JSON",
+                    help="metrics.json of 'evaluate --split validation' for the model this one replaces")
+    tb.add_argument("--replaced-card", default=None, metavar="DIR", help="that model's package (name, version, hash)")
     args = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(args)
     if a.cmd == "train":
@@ -59,7 +68,12 @@ def main(argv: list[str] | None = None) -> int:
               zero_init_residual=None if a.zero_init_residual is None else a.zero_init_residual == "on", precise_bn=None if a.precise_bn is None else a.precise_bn == "on",
               val_fraction=a.val_fraction, size=a.size, name=a.name, version=a.version,
               command=shlex.join(["python", "-m", "training", *args]), leave_out=a.leave_out,
-              balance=a.balance == "on")
+              balance=a.balance == "on", init=a.init, warmup_epochs=a.warmup_epochs)
+        return 0
+    if a.cmd == "tables":
+        from .card_tables import attach
+
+        attach(a.ship, a.loso, a.replaces, a.replaced_card)
         return 0
     if a.cmd == "export":
         from .export import main as export_main

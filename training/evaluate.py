@@ -99,6 +99,18 @@ def source_table(per_src: dict, title: str = "source") -> str:
     return "\n".join(lines)
 
 
+def _html_table(heading: str, per_src: dict) -> str:
+    rows = []
+    for src, m in per_src.items():
+        lo, hi = m.get("ci95", {}).get("roc_auc", [float("nan")] * 2)
+        rows.append(f"<tr><td>{html.escape(str(src))}</td><td>{m['n_slices']} ({m['n_positive']})</td>"
+                    f"<td>{m['accuracy']:.3f}</td><td>{m['roc_auc']:.3f} ({lo:.2f}–{hi:.2f})</td>"
+                    f"<td>{m['sensitivity']:.3f}</td><td>{m['specificity']:.3f}</td><td>{m['ece_after']:.3f}</td></tr>")
+    return (f"<h2>{html.escape(heading)}</h2><table><tr><th>source</th><th>slices (COVID)</th><th>accuracy</th>"
+            "<th>AUC (95% group bootstrap)</th><th>sensitivity</th><th>specificity</th><th>ECE</th></tr>"
+            + "".join(rows) + "</table>")
+
+
 def write_plots(out: Path, y, p_raw, p_cal, class_names: list[str], pos_name: str, history: dict | None = None) -> dict:
     """Save the evaluation figures as PNG; return {title: file name}."""
     import matplotlib
@@ -155,8 +167,10 @@ def text_report(y, p_cal, class_names: list[str], pos_name: str) -> str:
     return classification_report(y, (p_cal >= 0.5).astype(int), labels=[0, 1], target_names=[neg_name, pos_name], digits=3, zero_division=0)
 
 
-def write_html(out: Path, title: str, metrics: dict, figures: dict, report_text: str, notes: list[str]) -> Path:
-    """One self-contained HTML page (figures embedded)."""
+def write_html(out: Path, title: str, metrics: dict, figures: dict, report_text: str, notes: list[str],
+               tables: dict | None = None) -> Path:
+    """One self-contained HTML page (figures embedded).  ``tables``: {heading: per-source dict}
+    shown as tables (``per_source`` of ``metrics`` is always shown when present)."""
     rows = []
     for k in ("accuracy", "roc_auc", "sensitivity", "specificity"):
         ci = metrics.get("ci95", {}).get(k)
@@ -174,6 +188,10 @@ def write_html(out: Path, title: str, metrics: dict, figures: dict, report_text:
         "<h2>Per group, weakest first</h2><table><tr><th>group</th><th>slices</th><th>positive fraction</th>"
         f"<th>accuracy</th><th>mean p(positive)</th></tr>{groups}</table>" if groups else ""
     )
+    tables = dict(tables or {})
+    if metrics.get("per_source"):
+        tables = {"Per source (validation groups held out of each source)": metrics["per_source"], **tables}
+    source_tables = "".join(_html_table(head, per) for head, per in tables.items())
     imgs = "".join(
         f"<figure><img src='data:image/png;base64,{base64.b64encode((out / f).read_bytes()).decode()}'><figcaption>{html.escape(t)}</figcaption></figure>"
         for t, f in figures.items()
@@ -183,6 +201,7 @@ def write_html(out: Path, title: str, metrics: dict, figures: dict, report_text:
 figure{{display:inline-block;margin:8px}}img{{max-width:520px}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>
 <h1>{html.escape(title)}</h1><ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul>
 <h2>Metrics</h2><table><tr><th>metric</th><th>value</th><th>95% interval (group bootstrap)</th></tr>{''.join(rows)}</table>
+{source_tables}
 {group_table}
 <h2>Classification report</h2><pre>{html.escape(report_text)}</pre><h2>Figures</h2>{imgs}
 <h2>Raw numbers</h2><pre>{html.escape(json.dumps(metrics, indent=2))}</pre></body></html>"""

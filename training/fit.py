@@ -64,7 +64,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
           internal_size: int | None = None, zero_init_residual: bool | None = None, clipnorm: float | None = None,
           block: int = 25, val_fraction: float = 0.2, size: int = 80, name: str | None = None,
           version: str = "1.0.0", command: str | None = None, leave_out: str | None = None,
-          balance: bool = True) -> dict:
+          balance: bool = True, init: str | None = None, warmup_epochs: int | None = None) -> dict:
     import keras
 
     from .architecture import build_model, cached_imagenet_weights
@@ -86,6 +86,14 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         recipe.zero_init_residual = zero_init_residual
     if clipnorm is not None:
         recipe.clipnorm = clipnorm
+    if warmup_epochs is not None:
+        recipe.warmup_epochs = warmup_epochs
+    init_sha = None
+    if init:  # fine-tuning: start from a trained model's weights (same architecture)
+        if not Path(init).is_file():
+            raise SystemExit(f"error: --init {init}: no such weights file")
+        init_sha = sha256_file(init)
+        recipe.zero_init_residual = False  # would erase the loaded residual branches
     if recipe_name == "seed" and not imagenet:
         log("note: no ImageNet ResNet50 weights in the Keras cache (~/.keras/models); the seed recipe trains "
             "its trunk from scratch (a frozen random trunk could not learn). Results differ from the notebook's.")
@@ -120,6 +128,12 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     val_seq = SliceBatches(*pick(va), size, 64)
 
     model = build_model(recipe.architecture, imagenet=recipe.imagenet)
+    if init:
+        try:
+            model.load_weights(init)
+        except Exception as exc:  # noqa: BLE001 - a file of another architecture
+            raise SystemExit(f"error: --init {init} does not fit the recipe's architecture: {exc}") from None
+        log(f"initialised from {Path(init).name} (SHA-256 {init_sha[:12]}…)")
     if recipe.zero_init_residual and not recipe.imagenet:
         log(f"zero-initialised the last BatchNorm of {zero_init_residuals(model)} residual branches")
     compile_model(model, recipe, len(train_seq))
@@ -198,6 +212,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         "sources": {src: {c: int(np.sum((labels == i) & (sources == src))) for i, c in enumerate(classes)}
                     for src in ds.source_names},
         "left_out": leave_out,
+        "init": None if not init else {"file": Path(init).name, "sha256": init_sha},
         "class_balance": "within each source" if balance else "none",
         "classes": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
         "split": {"grouping": f"class/(file number // {block})", "val_fraction": val_fraction, "seed": seed,

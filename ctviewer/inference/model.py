@@ -32,6 +32,7 @@ from .calibration import covid_score, sigmoid
 from .card import ModelCard, ModelError
 
 DEFAULT_MODEL = "ct-resnet50"
+SPIN = False  # ONNX Runtime's idle pool threads spin-wait (see OnnxClassifier.from_bytes)
 
 
 def default_model_dir() -> Path:
@@ -129,12 +130,14 @@ class OnnxClassifier(Classifier):
         self._kernel: np.ndarray | None = None
 
     @classmethod
-    def from_file(cls, card: ModelCard, path: Path, folder: Path, threads: int | None = None) -> "OnnxClassifier":
+    def from_file(cls, card: ModelCard, path: Path, folder: Path, threads: int | None = None,
+                  spin: bool = SPIN) -> "OnnxClassifier":
         data = Path(path).read_bytes()
-        return cls.from_bytes(card, data, folder, threads)
+        return cls.from_bytes(card, data, folder, threads, spin)
 
     @classmethod
-    def from_bytes(cls, card: ModelCard, data: bytes, folder: Path, threads: int | None = None) -> "OnnxClassifier":
+    def from_bytes(cls, card: ModelCard, data: bytes, folder: Path, threads: int | None = None,
+                   spin: bool = SPIN) -> "OnnxClassifier":
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -142,6 +145,9 @@ class OnnxClassifier(Classifier):
         if threads:
             opts.intra_op_num_threads = int(threads)
             opts.inter_op_num_threads = 1
+        # ONNX Runtime's pool threads spin while waiting for work by default: cores the batch
+        # engine's reader and the GUI thread need (benchmarks/README.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any failure here means a broken package
@@ -182,7 +188,8 @@ def _dense_kernel(data: bytes | None, name: str) -> np.ndarray:
     return k if k.shape[1] == 2 else k.T
 
 
-def load_classifier(folder: str | os.PathLike | None = None, threads: int | None = None) -> Classifier:
+def load_classifier(folder: str | os.PathLike | None = None, threads: int | None = None,
+                    spin: bool = SPIN) -> Classifier:
     """Load and verify a model package (default: the bundled model)."""
     folder = Path(folder) if folder is not None else default_model_dir()
     card = ModelCard.load(folder)
@@ -201,4 +208,4 @@ def load_classifier(folder: str | os.PathLike | None = None, threads: int | None
             f"model file {path.name} does not match its model card "
             f"(SHA-256 {actual[:12]}…, expected {card.sha256[:12]}…): refusing to load it"
         )
-    return OnnxClassifier.from_bytes(card, data, folder, threads)
+    return OnnxClassifier.from_bytes(card, data, folder, threads, spin)
