@@ -20,6 +20,10 @@ from .dataset import balance_weights, decode_all, discover, positive_class, sour
 from .recipes import all_layers, compile_model, make_recipe, zero_init_residuals
 
 WEIGHTS = "model.weights.h5"
+SOURCE_LICENCES = {  # by data folder name: what a model trained on that source carries
+    "ucsd": "UCSD-AI4H COVID-CT (Zhao et al. 2020, arXiv:2003.13865), research use",
+    "mosmed": "MosMedData (Morozov et al. 2020, arXiv:2005.06465), CC BY-NC-ND 3.0",
+}
 LICENCE_NOTE = (
     "Trained on the SARS-CoV-2 CT-scan dataset (Soares et al., medRxiv 2020, doi:10.1101/2020.04.24.20078584), "
     "CC BY-NC-SA 4.0: non-commercial use only, cite the dataset; the weights carry that licence."
@@ -178,7 +182,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         weights_file=WEIGHTS,
         sha256=sha256_file(weights),
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),
-        licence=LICENCE_NOTE,
+        licence=licence_note(ds.source_names if leave_out is None else [n for n in ds.source_names if n != leave_out]),
     )
     card.extra["tta"] = recipe.tta
     from .keras_model import KerasClassifier
@@ -229,8 +233,12 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     if precise_bn_report:
         card.training["precise_bn"] = precise_bn_report
     card.limitations = [
-        "Trained on about 120 patients from hospitals in Sao Paulo, Brazil; performance on other hospitals, "
-        "scanners, countries and DICOM series is not measured and is expected to be lower.",
+        ("Trained on about 120 patients from hospitals in Sao Paulo, Brazil; performance on other hospitals, "
+         "scanners, countries and DICOM series is not measured and is expected to be lower.")
+        if len(ds.source_names) == 1 else
+        (f"Trained on {len(ds.source_names)} sources ({', '.join(ds.source_names)}): 8-bit slices only, no DICOM "
+         "study; other hospitals are measured by leaving one source out (metrics.leave_one_source_out), "
+         "and a hospital unlike all of them may see lower numbers."),
         "non-COVID slices come from patients with other lung findings, not healthy controls.",
         "Validation groups are blocks of consecutive file numbers, an approximation of patients: some patients "
         "may straddle a block boundary, which makes validation numbers optimistic.",
@@ -267,6 +275,13 @@ class EpochCheckpoint:
                 os.replace(tmp, path)
 
         return _Cb()
+
+
+def licence_note(sources: list[str]) -> str:
+    extra = [SOURCE_LICENCES[k] for k in SOURCE_LICENCES if any(n.lower().startswith(k) for n in sources)]
+    if not extra:
+        return LICENCE_NOTE
+    return LICENCE_NOTE + " Also trained on " + "; ".join(extra) + ": the most restrictive terms apply (non-commercial)."
 
 
 def recalibrate_batchnorm(model, x: np.ndarray, batch_size: int = 128) -> None:
