@@ -358,3 +358,41 @@ def test_source_augmentation_is_deterministic_and_keeps_the_crop():
     assert np.array_equal(a, b) and a.shape == img.shape and a.dtype == np.uint8
     assert not np.array_equal(a, img)
     assert np.array_equal(source_augment(img, {k: 0.0 for k in SOURCE_AUG}, np.random.default_rng(1)), img)
+
+
+def test_tables_gather_left_out_sources_and_the_replaced_model_into_the_card(tmp_path):
+    """``python -m training tables``: leave-one-source-out runs and the replaced model's
+    per-source numbers end up in the shipped card and its report."""
+    from training import evaluate
+    from training.cli import main
+
+    rng = np.random.default_rng(0)
+
+    def metrics(n=40):
+        y = np.r_[np.ones(n // 2, int), np.zeros(n // 2, int)]
+        p = np.clip(0.5 * y + rng.uniform(0, 0.5, n), 0, 1)
+        g = np.array([f"g{i // 4}" for i in range(n)])
+        return evaluate.summarise(y, p, p, g)
+
+    def card_in(folder, **metrics_):
+        folder.mkdir()
+        ModelCard(name="m", version="2", architecture={}, preprocessing={}, classes=["COVID", "non-COVID"],
+                  weights_file="model.onnx", sha256="0" * 64, metrics=metrics_,
+                  training={"command": f"python -m training train --out {folder.name}", "epochs_run": 1,
+                            "fit_seconds": 60}).save(folder)
+        return folder
+
+    ship = card_in(tmp_path / "ship", validation=metrics(), per_source={"a": metrics(), "b": metrics()})
+    loso_a = card_in(tmp_path / "loso-a", left_out={"a": metrics()})
+    loso_b = card_in(tmp_path / "loso-b", left_out={"b": metrics()})
+    old = card_in(tmp_path / "old", validation=metrics())
+    prev = {**metrics(), "per_source": {"a": metrics(), "b": metrics()}}
+    (tmp_path / "prev.json").write_text(json.dumps(prev))
+    assert main(["tables", str(ship), "--loso", str(loso_a), str(loso_b), "--replaces", str(tmp_path / "prev.json"),
+                 "--replaced-card", str(old)]) == 0
+    card = ModelCard.load(ship)
+    assert set(card.metrics["leave_one_source_out"]) == {"a", "b"}
+    assert card.metrics["leave_one_source_out"]["a"]["run"]["command"].endswith("loso-a")
+    assert card.extra["replaces"]["per_source"]["b"]["n_slices"] == 40 and card.extra["replaces"]["version"] == "2"
+    report = (ship / "report.html").read_text()
+    assert "Leave one source out" in report and "Per source" in report and "replaces" in report

@@ -74,6 +74,10 @@ def summarise(y, p_raw, p_cal, groups, threshold=0.5) -> dict:
         "n_slices": int(len(y)),
         "n_groups": int(len(np.unique(groups))),
         "n_positive": int(np.sum(y == 1)),
+        # p(COVID) deciles 1, 5, 9 by true class: per source, a model that learned the source
+        # rather than the disease shows shifted distributions for both classes alike
+        "p_quantiles": {name: [float(q) for q in np.quantile(p_cal[y == c], [0.1, 0.5, 0.9])] if np.any(y == c) else None
+                        for name, c in (("positive", 1), ("negative", 0))},
         "per_group": per_group(y, p_cal, groups, threshold),
     }
 
@@ -90,12 +94,15 @@ def per_source(y, p_raw, p_cal, groups, sources, threshold=0.5) -> dict:
 def source_table(per_src: dict, title: str = "source") -> str:
     """A Markdown table of ``per_source`` results: slices, accuracy, AUC with its interval,
     sensitivity, specificity and calibration error, one row per source."""
-    lines = [f"| {title} | slices (COVID) | accuracy | AUC (95% interval) | sensitivity | specificity | ECE |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| {title} | slices (COVID) | accuracy | AUC (95% interval) | sensitivity | specificity | ECE "
+             "| median p(COVID): COVID / non-COVID |",
+             "|---|---|---|---|---|---|---|---|"]
     for src, m in per_src.items():
         lo, hi = m.get("ci95", {}).get("roc_auc", [float("nan")] * 2)
+        q = m.get("p_quantiles") or {}
+        med = " / ".join(f"{q[k][1]:.2f}" if q.get(k) else "–" for k in ("positive", "negative")) if q else ""
         lines.append(f"| {src} | {m['n_slices']} ({m['n_positive']}) | {m['accuracy']:.3f} | {m['roc_auc']:.3f} "
-                     f"({lo:.2f}–{hi:.2f}) | {m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['ece_after']:.3f} |")
+                     f"({lo:.2f}–{hi:.2f}) | {m['sensitivity']:.3f} | {m['specificity']:.3f} | {m['ece_after']:.3f} | {med} |")
     return "\n".join(lines)
 
 
