@@ -28,6 +28,7 @@ def attach(ship: str, loso: list[str], replaces: str | None = None, replaced_car
     for run in loso:
         c = ModelCard.load(run)
         for src, m in c.metrics.get("left_out", {}).items():
+            m = {k: v for k, v in m.items() if k != "per_group"}  # per-group rows stay in the run's own card
             out[src] = {**m, "run": {"command": c.training.get("command"), "epochs": c.training.get("epochs_run"),
                                      "init": c.training.get("init"), "fit_seconds": c.training.get("fit_seconds")}}
     if out:
@@ -40,7 +41,7 @@ def attach(ship: str, loso: list[str], replaces: str | None = None, replaced_car
             "sha256": old.sha256 if old else None,
             "same_validation_split": True,
             "metrics": {k: prev[k] for k in ("accuracy", "roc_auc", "sensitivity", "specificity")},
-            "per_source": prev["per_source"],
+            "per_source": {k: {kk: vv for kk, vv in v.items() if kk != "per_group"} for k, v in prev["per_source"].items()},
             "measured_by": "python -m training evaluate --model OLD --data SOURCES... --split validation",
         }
     card.save(folder)
