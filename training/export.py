@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctviewer.imaging.preprocess import PreprocessParams
 from ctviewer.inference.card import ModelCard, ModelError, sha256_file
 
 ONNX_FILE = "model.onnx"
@@ -162,7 +163,7 @@ def export_run(run_dir: str | os.PathLike, data: str | None = None, opset: int =
     t0 = time.time()
     size = int(card.architecture["input_size"])
     to_onnx(model, size, folder / ONNX_FILE, opset)
-    x, where = parity_slices(data, __import__("ctviewer.imaging.preprocess", fromlist=["PreprocessParams"]).PreprocessParams.from_dict(card.preprocessing))
+    x, where = parity_slices(data, PreprocessParams.from_dict(card.preprocessing))
     keras_clf = KerasClassifier(card, model, folder)
     onnx_card = ModelCard.from_dict({**card.to_dict(), "weights_file": ONNX_FILE, "sha256": sha256_file(folder / ONNX_FILE)})
     onnx_clf = OnnxClassifier.from_file(onnx_card, folder / ONNX_FILE, folder)
