@@ -28,8 +28,9 @@ feature-map tap that ``export`` uses.  Decisions (the app's module keeps the sam
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from ctviewer.inference.gradcam import finish_map
 
 FEATURE_LAYER = "conv5_block3_out"
 _CACHE_ATTR = "_gradcam_fn"
@@ -53,15 +54,7 @@ def gradcam_tf(classifier, x: np.ndarray) -> np.ndarray:
     tta = "hflip" in classifier.card.extra.get("tta", [])
     batch = np.stack([x, x[:, ::-1]]) if tta else x[None]
     maps = fn(np.ascontiguousarray(batch))  # (n, h, w): ReLU(sum_k alpha_k A_k)
-    cam = maps[0]
-    if tta:
-        cam = 0.5 * (cam + maps[1][:, ::-1])
-    cam = cv2.resize(np.ascontiguousarray(cam, dtype=np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    cam = np.nan_to_num(np.maximum(cam, 0.0), nan=0.0, posinf=0.0, neginf=0.0)
-    peak = float(cam.max())
-    if not peak > 1e-12:
-        return np.zeros((size, size), np.float32)
-    return np.clip(cam / peak, 0.0, 1.0).astype(np.float32)
+    return finish_map(maps, tta, size)
 
 
 # --- building the gradient function ---------------------------------------------------

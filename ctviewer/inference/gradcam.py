@@ -64,6 +64,20 @@ def cam_maps(features: np.ndarray, grads: np.ndarray) -> np.ndarray:
     return np.maximum((alpha * features).sum(axis=-1), 0.0)
 
 
+def finish_map(maps: np.ndarray, tta: bool, size: int) -> np.ndarray:
+    """Per-view maps (n, h, w) -> the input-sized map in 0..1: the mirror's map flipped back and
+    averaged in (flip TTA), bilinear upsampling, normalised by the peak (all zeros without one)."""
+    cam = maps[0]
+    if tta:
+        cam = 0.5 * (cam + maps[1][:, ::-1])
+    cam = cv2.resize(np.ascontiguousarray(cam, dtype=np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    cam = np.nan_to_num(np.maximum(cam, 0.0), nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(cam.max())
+    if not peak > 1e-12:
+        return np.zeros((size, size), np.float32)
+    return np.clip(cam / peak, 0.0, 1.0).astype(np.float32)
+
+
 def gradcam(classifier, x: np.ndarray) -> np.ndarray:
     """Grad-CAM of the positive class score for one model input.
 
@@ -84,13 +98,4 @@ def gradcam(classifier, x: np.ndarray) -> np.ndarray:
     features = features.astype(np.float64)
     grads = score_gradient(card.architecture.get("head", "flatten"), classifier.head_kernel(), features.shape[1:],
                            card.positive_index, card.architecture.get("activation", "linear"), logits.astype(np.float64))
-    maps = cam_maps(features, grads)
-    cam = maps[0]
-    if tta:
-        cam = 0.5 * (cam + maps[1][:, ::-1])
-    cam = cv2.resize(np.ascontiguousarray(cam, dtype=np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    cam = np.nan_to_num(np.maximum(cam, 0.0), nan=0.0, posinf=0.0, neginf=0.0)
-    peak = float(cam.max())
-    if not peak > 1e-12:
-        return np.zeros((size, size), np.float32)
-    return np.clip(cam / peak, 0.0, 1.0).astype(np.float32)
+    return finish_map(cam_maps(features, grads), tta, size)
