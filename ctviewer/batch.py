@@ -22,12 +22,12 @@ import numpy as np
 
 from ctviewer.imaging import ImagingError
 from ctviewer.imaging.io import load_slices
-from ctviewer.imaging.preprocess import PreprocessParams, to_model_input
+from ctviewer.imaging.preprocess import PreprocessParams
 
 # DICOM modalities the model may be shown: CT, and captures/unknown that may hold CT.
 CLASSIFIABLE_MODALITIES = frozenset({"CT", "OT", "SC", ""})
 P = TypeVar("P")
-COLUMNS = ("path", "frame", "sop_instance_uid", "label", "p_covid", "error", "model", "pixel_sha256")
+COLUMNS = ("path", "frame", "sop_instance_uid", "label", "p_covid", "error", "model", "pixel_sha256", "reason")
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,15 @@ class Record:
     error: str = ""
     model: str = ""
     pixel_sha256: str = ""
+    reason: str = ""  # why the gate did not let the model judge the slice (no label, no p_covid)
 
     @property
     def ok(self) -> bool:
         return not self.error
+
+    @property
+    def judged(self) -> bool:
+        return not self.error and not self.reason and self.p_covid is not None
 
     def as_row(self) -> list[str]:
         return [
@@ -57,13 +62,14 @@ class Record:
             self.error,
             self.model,
             self.pixel_sha256,
+            self.reason,
         ]
 
 
 @dataclass
 class _Prepared:
     path: str
-    items: list  # [(slice, input, pixel hash)]
+    items: list  # [(slice, model input or None, the gate's reason, pixel hash)]
     error: str = ""
 
 
@@ -75,12 +81,31 @@ def check_classifiable(slices) -> None:
             raise ImagingError(s.path, f"not a CT image (modality {modality}): the model reads CT slices only")
 
 
+def gated_input(s, params: PreprocessParams) -> tuple[np.ndarray | None, str, float]:
+    """(model input or None, the gate's reason or "", lung fraction) of one slice: the slice is
+    windowed and segmented once for both (``verdict.gate_reason``).  A slice the gate stops is
+    not run through the model."""
+    from ctviewer.imaging.preprocess import display8, input_from_display, segment_chest
+    from ctviewer.verdict import LUNG_PARAMS, gate_reason, lung_fraction
+
+    img8 = display8(s, params)
+    seg = segment_chest(img8)
+    same = (params.window_center, params.window_width, params.raster_intensity) == LUNG_PARAMS
+    fraction = lung_fraction(s, seg=seg) if same else lung_fraction(s)
+    reason = gate_reason(s, fraction)
+    return (None if reason else input_from_display(img8, params, seg)[0]), reason, fraction
+
+
 def _prepare(path: str, params: PreprocessParams) -> _Prepared:
     try:
         slices = load_slices(path)
         check_classifiable(slices)
         # The hash is computed here, on the worker thread (hashlib releases the GIL).
-        return _Prepared(path, [(s, to_model_input(s, params), pixel_hash(s.pixels)) for s in slices])
+        items = []
+        for s in slices:
+            x, reason, _ = gated_input(s, params)
+            items.append((s, x, reason, pixel_hash(s.pixels)))
+        return _Prepared(path, items)
     except ImagingError as exc:
         return _Prepared(path, [], exc.reason)
     except MemoryError:
@@ -206,13 +231,17 @@ def classify_files(
         return _prepare(path, params)
 
     for group in prepared_batches(files, prepare, lambda p: len(p.items), batch_size, workers, cancelled):
-        inputs = [inp for prep in group for _, inp, _ in prep.items]
+        inputs = [inp for prep in group for _, inp, _, _ in prep.items if inp is not None]
         probs = classifier.probabilities(np.stack(inputs)) if inputs else np.zeros(0)
         k = 0
         for prep in group:
             if prep.error:
                 yield Record(os.fspath(prep.path), error=prep.error, model=model_name)
-            for s, _, digest in prep.items:
+            for s, inp, reason, digest in prep.items:
+                if inp is None:
+                    yield Record(s.path, s.frame, s.sop_instance_uid or "", model=model_name, pixel_sha256=digest,
+                                 reason=reason)
+                    continue
                 p = float(probs[k])
                 k += 1
                 yield Record(s.path, s.frame, s.sop_instance_uid or "", classifier.label_for(p), p, "", model_name, digest)

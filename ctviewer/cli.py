@@ -109,19 +109,21 @@ def classify(argv: list[str]) -> int:
         return EXIT_USAGE
     out = sys.stdout if a.csv == "-" else open(a.csv, "w", newline="", encoding="utf-8")
     progress = _Progress(len(files))
-    n_ok = n_err = 0
+    n_ok = n_err = n_gated = 0
     try:
         writer = csv.writer(out)
         writer.writerow(COLUMNS)
         for rec in classify_files(files, clf, batch_size=a.batch_size, on_file_done=progress.step):
             writer.writerow(rec.as_row())
-            n_ok += rec.ok
+            n_ok += rec.judged
+            n_gated += rec.ok and not rec.judged
             n_err += not rec.ok
     finally:
         progress.close()
         if out is not sys.stdout:
             out.close()
-    print(f"{n_ok} slices classified, {n_err} files refused ({clf.card.title})", file=sys.stderr)
+    print(f"{n_ok} slices classified, {n_gated} slices not judged (no lung, not axial), {n_err} files refused "
+          f"({clf.card.title})", file=sys.stderr)
     return EXIT_REFUSED if n_err else EXIT_OK
 
 

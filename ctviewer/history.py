@@ -19,7 +19,8 @@ Decisions:
   missing steps run in one transaction. Version 1: ``predictions`` (one row per
   classified slice); version 2 adds ``batches`` (one row per classified study:
   study, counts, verdict; ``add_batch``), so a version-1 file is upgraded in
-  place, its predictions kept. A database from a newer release raises
+  place, its predictions kept; version 3 records slices the gate did not judge
+  (``reason``, ``p_covid`` NULL, label empty). A database from a newer release raises
   :class:`HistoryError` rather than being touched.
 * **Never destroy the user's file.** A file that is not SQLite (or is corrupt)
   raises :class:`HistoryError` naming the path; we do not delete or recreate it.
@@ -47,8 +48,13 @@ if TYPE_CHECKING:  # only the attributes are used; keeps this module free of num
     from ctviewer.batch import Record
     from ctviewer.studies import StudyResult
 
-CSV_COLUMNS = ("time", "path", "frame", "sop_instance_uid", "label", "p_covid", "model", "pixel_sha256")
-_FIELDS = "id, time, path, frame, sop_instance_uid, pixel_sha256, label, p_covid, model"
+CSV_COLUMNS = ("time", "path", "frame", "sop_instance_uid", "label", "p_covid", "model", "pixel_sha256", "reason")
+_FIELDS = "id, time, path, frame, sop_instance_uid, pixel_sha256, label, p_covid, model, reason"
+
+
+def _storable(r) -> bool:
+    """A judged slice (label and p), or a slice the gate did not judge (reason): not a refusal."""
+    return not r.error and (bool(getattr(r, "reason", "")) or r.p_covid is not None)
 
 
 def default_history_path() -> pathlib.Path:
@@ -65,9 +71,14 @@ class HistoryEntry:
     frame: int | None  # 0-based, None for single-frame files
     sop_instance_uid: str
     pixel_sha256: str
-    label: str
-    p_covid: float
+    label: str  # "" when not judged
+    p_covid: float | None  # None when not judged
     model: str
+    reason: str = ""  # why the slice was not judged ("no lung in this slice", ...), else ""
+
+    @property
+    def judged(self) -> bool:
+        return not self.reason and self.p_covid is not None
 
 
 @dataclass(frozen=True)
@@ -130,8 +141,33 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX batches_study_uid ON batches (study_uid)")
 
 
+def _migrate_to_3(db: sqlite3.Connection) -> None:
+    """Slices the gate did not let the model judge are recorded too: ``p_covid`` may be NULL and
+    ``reason`` says why (SQLite cannot drop a NOT NULL: the table is rebuilt, rows kept)."""
+    db.execute(
+        """CREATE TABLE predictions_v3 (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,
+            path TEXT NOT NULL,
+            frame INTEGER,
+            sop_instance_uid TEXT NOT NULL,
+            pixel_sha256 TEXT NOT NULL,
+            label TEXT NOT NULL,
+            p_covid REAL,
+            model TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '')"""
+    )
+    db.execute("INSERT INTO predictions_v3 (id, time, path, frame, sop_instance_uid, pixel_sha256, label, p_covid, "
+               "model) SELECT id, time, path, frame, sop_instance_uid, pixel_sha256, label, p_covid, model "
+               "FROM predictions")
+    db.execute("DROP TABLE predictions")
+    db.execute("ALTER TABLE predictions_v3 RENAME TO predictions")
+    db.execute("CREATE INDEX predictions_time ON predictions (time)")
+    db.execute("CREATE INDEX predictions_pixel_sha256 ON predictions (pixel_sha256)")
+
+
 # _MIGRATIONS[n] takes the schema from version n-1 to version n.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3}
 
 
 def _utc_stamp(time: datetime | None) -> str:
@@ -141,7 +177,7 @@ def _utc_stamp(time: datetime | None) -> str:
 
 
 class History:
-    SCHEMA_VERSION = 2
+    SCHEMA_VERSION = 3
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = pathlib.Path(path) if path is not None else default_history_path()
@@ -205,21 +241,22 @@ class History:
 
     def _insert(self, db: sqlite3.Connection, records: Iterable[Record], stamp: str) -> int:
         rows = [
-            (stamp, os.fspath(r.path), r.frame, r.sop_instance_uid or "", r.pixel_sha256 or "", r.label,
-             float(r.p_covid), r.model or "")
+            (stamp, os.fspath(r.path), r.frame, r.sop_instance_uid or "", r.pixel_sha256 or "",
+             "" if r.reason else r.label, None if r.reason else float(r.p_covid), r.model or "", r.reason or "")
             for r in records
-            if not r.error and r.p_covid is not None
+            if _storable(r)
         ]
         db.executemany(
-            "INSERT INTO predictions (time, path, frame, sop_instance_uid, pixel_sha256, label, p_covid, model) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO predictions (time, path, frame, sop_instance_uid, pixel_sha256, label, p_covid, model, "
+            "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         return len(rows)
 
     def add(self, record: Record, time: datetime | None = None) -> int | None:
-        """Store one prediction; records with an error (or no probability) are skipped (None)."""
-        if record.error or record.p_covid is None:
+        """Store one prediction, or one slice not judged (with its reason, no label or p(COVID));
+        records with an error (refused files) are skipped (None)."""
+        if not _storable(record):
             return None
         with self._use(write=True) as db:
             self._insert(db, [record], _utc_stamp(time))
@@ -243,7 +280,7 @@ class History:
             n_lung, n_positive, n_refused = v.n_lung, v.n_positive, v.n_refused
             label, confidence = v.label, float(v.confidence)
         else:  # no verdict computed: count what the slices say
-            lung = [s for s in slices if not s.error and s.p_covid is not None and s.has_lung]
+            lung = [s for s in slices if s.judged]
             n_lung = len(lung)
             n_positive = sum(s.p_covid >= result.threshold for s in lung)
             n_refused = sum(bool(s.error) for s in slices)
@@ -292,8 +329,9 @@ class History:
                 w.writerow(CSV_COLUMNS)
                 for e in rows:  # frame is 1-based and p_covid has 4 decimals, as in `ctviewer classify`
                     frame = "" if e.frame is None else str(e.frame + 1)
-                    w.writerow([e.time, e.path, frame, e.sop_instance_uid, e.label, f"{e.p_covid:.4f}", e.model,
-                                e.pixel_sha256])
+                    p = "" if e.p_covid is None else f"{e.p_covid:.4f}"
+                    w.writerow([e.time, e.path, frame, e.sop_instance_uid, e.label, p, e.model, e.pixel_sha256,
+                                e.reason])
             os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -56,18 +56,25 @@ class SliceResult:
     instance_number: int | None = None
     p_covid: float | None = None
     label: str = ""
-    has_lung: bool = True  # False: neck, abdomen, scout... (left out of the verdict)
-    lung_fraction: float = 0.0  # share of the body that is lung, the has_lung criterion
-    error: str = ""  # why it was not classified (then p_covid is None)
+    has_lung: bool = True  # the gate admitted it: axial, lung found (or between lung slices)
+    lung_fraction: float = 0.0  # share of the chest that is lung (verdict.lung_fraction)
+    error: str = ""  # why the file was refused (then p_covid is None)
+    reason: str = ""  # why the gate did not let the model judge it (then p_covid is None, label "")
 
     @property
     def ok(self) -> bool:
-        return not self.error and self.p_covid is not None
+        """Read and gated: judged, or not judged with a ``reason``."""
+        return not self.error
+
+    @property
+    def judged(self) -> bool:
+        """The model's opinion on it may be shown: a label and p(COVID)."""
+        return not self.error and not self.reason and self.p_covid is not None
 
 
 @dataclass(frozen=True)
 class Verdict:
-    label: str  # "COVID", "non-COVID", or "indeterminate" (no lung slices classified)
+    label: str  # "COVID", "non-COVID", "uncertain" (mixed evidence) or "indeterminate" (no lung slice judged)
     confidence: float  # 0..1, see verdict.study_verdict
     score: float  # the statistic the rule thresholds
     n_lung: int  # slices with lung that were classified

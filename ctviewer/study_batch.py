@@ -36,7 +36,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -52,7 +52,7 @@ from ctviewer.imaging.preprocess import (
     model_input_and_box,
     segment_chest,
 )
-from ctviewer.imaging.series import natural_key
+from ctviewer.imaging.series import head_first_normal, natural_key
 from ctviewer.studies import PatientNode, SliceResult, StudyNode, StudyResult, Thumbnail
 
 
@@ -107,7 +107,7 @@ class _Item:
     sop_instance_uid: str
     instance_number: int | None
     position: float | None
-    has_lung: bool
+    reason: str  # the gate's verdict on the slice alone (verdict.gate_reason)
     lung_fraction: float
     input: np.ndarray | None  # the model input, dropped once classified
 
@@ -121,23 +121,20 @@ class _Prepared:
 
 
 def slice_position(s) -> float | None:
-    """Position of a slice along its normal (mm): ImagePositionPatient . (row x column)."""
-    if s.position is None or s.orientation is None:
+    """Position of a slice along its normal turned toward the head (mm):
+    ImagePositionPatient . ``series.head_first_normal``; higher is nearer the head."""
+    if s.position is None:
         return None
-    o = np.asarray(s.orientation, dtype=float)
-    if o.shape != (6,):
+    n = head_first_normal(s.orientation)
+    if n is None:
         return None
-    n = np.cross(o[:3], o[3:])
-    norm = float(np.linalg.norm(n))
-    if norm < 1e-6:
-        return None
-    return float(np.dot(np.asarray(s.position, dtype=float), n / norm))
+    return float(np.dot(np.asarray(s.position, dtype=float), n))
 
 
 def _prepare(path: str, series_uid: str, params: PreprocessParams) -> _Prepared:
-    from ctviewer.verdict import LUNG_WINDOW, has_lung, lung_fraction
+    from ctviewer.verdict import LUNG_PARAMS, gate_reason, lung_fraction
 
-    same_window = (params.window_center, params.window_width) == LUNG_WINDOW
+    same_window = (params.window_center, params.window_width, params.raster_intensity) == LUNG_PARAMS
     try:
         slices = load_slices(path)
         check_classifiable(slices)
@@ -152,7 +149,7 @@ def _prepare(path: str, series_uid: str, params: PreprocessParams) -> _Prepared:
                 sop_instance_uid=s.sop_instance_uid or "",
                 instance_number=s.instance_number,
                 position=slice_position(s),
-                has_lung=bool(has_lung(s, fraction)),
+                reason=gate_reason(s, fraction),
                 lung_fraction=fraction,
                 input=x,
             ))
@@ -199,19 +196,44 @@ def _run(
                 batch.append(SliceResult(
                     path=prep.path, frame=it.frame, sop_instance_uid=it.sop_instance_uid,
                     series_uid=prep.series_uid, position=it.position, instance_number=it.instance_number,
-                    p_covid=p, label=classifier.label_for(p), has_lung=it.has_lung,
-                    lung_fraction=it.lung_fraction,
+                    p_covid=p, label=classifier.label_for(p), has_lung=not it.reason,
+                    lung_fraction=it.lung_fraction, reason=it.reason,
                 ))
         del group, inputs
         for r in batch:
-            results.append(r)
+            results.append(r)  # with p: series_gate may still admit a slice between lung slices
             if on_slice:
-                on_slice(r)
+                on_slice(withhold(r))
         if on_batch:
             on_batch(len(results))
         if control is not None and not control.wait_if_paused():
             break
     return results, bool(control is not None and control.cancelled)
+
+
+def withhold(r: SliceResult) -> SliceResult:
+    """The result as it may be shown: no p(COVID) and no label when the gate gave a reason."""
+    if r.reason and (r.p_covid is not None or r.label or r.has_lung):
+        return replace(r, p_covid=None, label="", has_lung=False)
+    return r
+
+
+def gate_series(results: Sequence[SliceResult]) -> list[SliceResult]:
+    """One series' results, sorted (``sort_results``), through ``verdict.series_gate``: a slice
+    without detected lung between lung slices is admitted (its p(COVID) kept), every other
+    slice with a reason loses its p(COVID) and label (``withhold``)."""
+    from ctviewer.verdict import series_gate
+
+    ordered = sort_results(results)
+    ok = [r for r in ordered if not r.error]
+    reasons = series_gate([r.reason for r in ok], [r.position for r in ok])
+    gated = {id(r): reason for r, reason in zip(ok, reasons)}
+    out = []
+    for r in ordered:
+        if not r.error and r.reason and not gated[id(r)]:
+            r = replace(r, reason="", has_lung=True)
+        out.append(withhold(r))
+    return out
 
 
 def sort_results(results: Sequence[SliceResult]) -> list[SliceResult]:
@@ -228,7 +250,7 @@ def sort_results(results: Sequence[SliceResult]) -> list[SliceResult]:
 
     def key(group: list[SliceResult]) -> tuple:
         r = group[0]
-        return (r.position if by_position else 0.0, r.instance_number if by_number else 0, natural_key(r.path))
+        return (-r.position if by_position else 0.0, r.instance_number if by_number else 0, natural_key(r.path))
 
     return [r for g in sorted(groups, key=key) for r in g] + refused
 
@@ -244,7 +266,7 @@ def classify_files_to_results(
 ) -> list[SliceResult]:
     """Classify the files of one series: results sorted (see the module docstring)."""
     results, _ = _run([(os.fspath(f), series_uid) for f in files], classifier, on_slice, control, batch_size, workers)
-    return sort_results(results)
+    return gate_series(results)
 
 
 def _now() -> str:
@@ -276,7 +298,7 @@ def classify_study(
     through one pipeline; ``on_progress(done_slices, total_slices, slices_per_s)``
     is called after each batch (the total counts frames from the header scan).
     """
-    from ctviewer.verdict import study_verdict
+    from ctviewer.verdict import StudyCalibration, study_verdict
 
     if series_uids is None:
         chosen = classifiable_series(study)
@@ -296,12 +318,12 @@ def classify_study(
     by_series: dict[str, list[SliceResult]] = {s.uid: [] for s in chosen}
     for r in results:
         by_series.setdefault(r.series_uid, []).append(r)
-    ordered = [r for uid in by_series for r in sort_results(by_series[uid])]
+    ordered = [r for uid in by_series for r in gate_series(by_series[uid])]
     return StudyResult(
         study=study,
         patient=patient,
         slices=ordered,
-        verdict=study_verdict(ordered, threshold=threshold),
+        verdict=study_verdict(ordered, threshold=threshold, calibration=StudyCalibration.from_card(classifier.card)),
         model=classifier.card.title,
         model_sha256=classifier.card.sha256,
         threshold=threshold,
@@ -315,7 +337,7 @@ def suspicious_thumbnails(result: StudyResult, classifier, k: int = 4) -> list[T
     """The ``k`` lung slices with the highest p(COVID), reloaded: the slice in the model's
     window and its Grad-CAM heatmap over the slice (None when it cannot be computed).
     A slice that can no longer be read is skipped."""
-    candidates = sorted((r for r in result.slices if r.ok and r.has_lung), key=lambda r: -r.p_covid)
+    candidates = sorted((r for r in result.slices if r.judged), key=lambda r: -r.p_covid)
     params = classifier.params
     thumbs: list[Thumbnail] = []
     for r in candidates:

@@ -1,39 +1,55 @@
-"""Which slices show lung, and the study-level verdict over them (numpy/cv2 only).
+"""The gate (which slices the model may judge), lung detection, and the study verdict
+(numpy/cv2 only).
+
+The gate
+--------
+The model was trained on axial CT slices through the lungs; anything else gets a
+reason instead of a label (``gate_reason``, ``series_gate``), in every part of the
+application (viewer, ``classify``, ``report``, batch review, history):
+
+* ``NOT_AXIAL`` -- a localizer/scout (DICOM ImageType LOCALIZER), an orientation more
+  than 60 degrees from axial (coronal, sagittal reformats), or a DICOM image without
+  position at least ``SCOUT_ASPECT`` times wider than tall;
+* ``NO_LUNG`` -- ``lung_fraction < LUNG_MIN_FRACTION`` (neck, abdomen, blank, noise,
+  a photograph), unless the slice lies in its series between lung slices
+  (``series_gate``: the lungs are one continuous organ along z, so a slice whose lung
+  is entirely consolidated between two lung slices is a lung slice);
+* not CT (MR, US, ...) is refused earlier, when the file is read
+  (``batch.check_classifiable``).
 
 Lung detection
 --------------
 ``lung_fraction`` reads the segmentation the model's crop is cut from
 (``preprocess.segment_chest``; the batch engine computes it once per slice for
-both): the slice in the model's lung window (``display8``), uniform borders
-stripped (``content_box``), <= 256 px; tissue = brighter than Otsu's threshold
-(clipped to 100..200), opened; the body = the largest tissue component (>= 2 %
-of the image), the chest = its convex hull; lung/airway = dark pixels inside the
-hull, opened, in components that pass the same size rules as the crop
-(``ChestSegmentation.lung_candidates``: >= 0.2 % of the image, and >= 1 % or >=
-a sixth of the largest).  One difference from the crop: in a full field of view, dark
-components that reach the hull's edge are air outside the body (see
-``segmentation_lung_mask``), not lung.  The fraction is lung area / hull area, 0.0 when there is no
-body (blank image, noise).
-
-``has_lung`` is ``lung_fraction >= LUNG_MIN_FRACTION`` and the slice is not a
-scout: DICOM ImageType containing LOCALIZER, or an orientation that is not
-axial (the model was trained on axial slices), or, for a DICOM slice without
-position, an image at least ``SCOUT_ASPECT`` times wider than tall.
+both): the slice in the lung window (``display8``; 8-bit slices standardised from
+their own air and soft-tissue landmarks), uniform borders stripped, <= 256 px; the
+body = the largest tissue component, the chest = its convex hull.  Inside the hull,
+**lung** is every pixel darker than ``LUNG_LEVEL`` (-250 HU) after a 5x5 median:
+aerated lung, emphysema, airways *and ground glass* (-700..-300 HU), not fat (about
+-100 HU) or soft tissue.  The lung must not depend on being black: the Otsu split that
+decides the crop puts ground glass with soft tissue, which made the sickest lungs
+"without lung".  Components pass the crop's size rules (>= 0.2 % of the image, and >= 1
+% or a sixth of the largest); in a full field of view those reaching the hull's edge
+are air outside the body.  Each component counts with its **convex hull** (clipped to
+the chest): consolidation (0..50 HU, as dense as muscle) in the dependent lung is
+enclosed by the crescent of aerated or ground-glass lung in front of it.  The
+fraction is that area / the chest's area, 0.0 when there is no body.
 
 Study verdict
 -------------
-See ``study_verdict`` and docs/verdict.md for why the rule is what it is.
+See ``study_verdict`` and docs/verdict.md.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from .imaging.preprocess import ChestSegmentation, PreprocessParams, display8, segment_chest
+from .imaging.preprocess import ChestSegmentation, PreprocessParams, _components, display8, segment_chest
 from .imaging.slice import Slice
 from .studies import SliceResult, Verdict
 
@@ -49,15 +65,21 @@ LUNG_MIN_FRACTION: float = 0.05
 CROP_FRAME_SHARE: float = 0.2
 #: A DICOM slice without position this many times wider than tall is a scout.
 SCOUT_ASPECT: float = 1.6
-#: Study rule: COVID when at least this share of the lung slices is called COVID.
-STUDY_MIN_POSITIVE: float = 0.5
-#: Confidence is capped: slice errors within a study are correlated (one
-#: validation COVID pseudo-study had 0 of 25 slices positive), so no amount of
-#: slices makes the verdict certain.
-MAX_CONFIDENCE: float = 0.99
-
 _PARAMS = PreprocessParams()
 LUNG_WINDOW = (_PARAMS.window_center, _PARAMS.window_width)  # the window lung_fraction reads
+LUNG_PARAMS = (*LUNG_WINDOW, _PARAMS.raster_intensity)  # ... and how it reads 8-bit slices
+
+
+#: Lung (aerated or ground glass) is darker than this in the lung window W1500/L-600:
+#: -250 HU.  Ground glass is -700..-300 HU, fat about -100, soft tissue 20..60.
+LUNG_LEVEL: int = 187
+#: Why a slice is not judged (``gate_reason``).
+NOT_AXIAL = "not an axial slice"
+NO_LUNG = "no lung in this slice"
+#: ``series_gate`` counts a slice without detected lung as a lung slice when lung slices
+#: lie above and below it within this distance (mm; slices when positions are unknown).
+FILL_MAX_GAP_MM: float = 60.0
+FILL_MAX_GAP_SLICES: int = 12
 
 
 def lung_mask(img8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,40 +93,55 @@ def segmentation_lung_mask(seg: ChestSegmentation) -> tuple[np.ndarray, np.ndarr
     if seg.hull is None:
         empty = np.zeros(seg.shape, bool)
         return empty, empty
-    return seg.label_mask(_lung_labels(seg)), seg.hull.astype(bool)
+    return _lung_region(seg).astype(bool), seg.hull.astype(bool)
 
 
-def _lung_labels(seg: ChestSegmentation) -> np.ndarray:
-    """The dark components of a segmentation with a body that are lung or airway."""
-    assert seg.body is not None and seg.hull is not None and seg.dark_labels is not None
-    hull = seg.hull
-    # When the whole body is in the image (it covers < CROP_FRAME_SHARE of the frame), air outside the body
-    # caught in the hull's concavities (between neck and shoulders, under the back on the table)
-    # reaches the hull's edge, while the lungs are walled in by the chest: such components are
-    # dropped.  In tight crops (the dataset's PNGs) the frame cuts the chest, the largest tissue
-    # component may be the mediastinum alone and the lungs do reach its hull's edge: kept.
-    outside: set[int] = set()
+def _full_field_of_view(seg: ChestSegmentation) -> bool:
+    """The whole body is in the image: it covers < CROP_FRAME_SHARE of the frame.  Then air
+    outside the body caught in the hull's concavities (between neck and shoulders, under the
+    back on the table) reaches the hull's edge, while the lungs are walled in by the chest.  In
+    tight crops (the dataset's PNGs) the frame cuts the chest and the lungs do reach the hull."""
     body = seg.body
-    on_frame = np.concatenate([body[0], body[-1], body[:, 0], body[:, -1]]).mean()
-    if on_frame < CROP_FRAME_SHARE:
+    assert body is not None
+    return float(np.concatenate([body[0], body[-1], body[:, 0], body[:, -1]]).mean()) < CROP_FRAME_SHARE
+
+
+def _lung_region(seg: ChestSegmentation) -> np.ndarray:
+    """uint8 0/1 mask (working resolution) of the lungs: aerated or ground-glass components,
+    each with its convex hull, inside the chest (see the module docstring)."""
+    assert seg.hull is not None and seg.small is not None
+    hull = seg.hull
+    smooth = cv2.medianBlur(np.ascontiguousarray(seg.small), 5)
+    lungish = ((smooth <= LUNG_LEVEL) & (hull == 1)).view(np.uint8)
+    lungish = cv2.morphologyEx(lungish, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    labels, areas = _components(lungish)
+    areas[0] = 0
+    if _full_field_of_view(seg):
         edge = (hull == 1) & (cv2.erode(hull, np.ones((3, 3), np.uint8)) == 0)
-        outside = set(np.unique(seg.dark_labels[edge]).tolist()) - {0}
-    return seg.lung_candidates(outside)
+        areas[np.unique(labels[edge])] = 0
+    region = np.zeros(seg.shape, np.uint8)
+    if not areas.any():
+        return region
+    sh, sw = seg.shape
+    min_area = max(0.002 * sh * sw, min(0.01 * sh * sw, areas.max() / 6))
+    for label in np.flatnonzero(areas >= min_area):
+        pts = cv2.findNonZero((labels == label).view(np.uint8))
+        cv2.fillConvexPoly(region, cv2.convexHull(pts), 1)
+    return region & hull
 
 
 def lung_fraction(s: Slice, img8: np.ndarray | None = None, seg: ChestSegmentation | None = None) -> float:
-    """Share of the chest (convex hull of the body) that is lung or airway; 0.0 without a body.
+    """Share of the chest (convex hull of the body) that is lung; 0.0 without a body.
 
     ``img8``: the slice already in the lung window (``display8(s, PreprocessParams())``), and
     ``seg`` its ``segment_chest``, when the caller has them (the batch engine computes both
-    once for the model input and for this).  Areas are counted from the segmentation's
-    component areas: the same numbers as summing ``lung_mask``, without building it."""
+    once for the model input and for this)."""
     if seg is None:
         seg = segment_chest(img8 if img8 is not None else display8(s, _PARAMS))
-    if seg.hull is None or seg.dark_areas is None:
+    if seg.hull is None or seg.small is None:
         return 0.0
     area = cv2.countNonZero(seg.hull)
-    return float(seg.dark_areas[_lung_labels(seg)].sum()) / area if area else 0.0
+    return float(cv2.countNonZero(_lung_region(seg))) / area if area else 0.0
 
 
 def is_scout(s: Slice) -> bool:
@@ -128,58 +165,114 @@ def has_lung(s: Slice, fraction: float | None = None) -> bool:
     return (lung_fraction(s) if fraction is None else fraction) >= LUNG_MIN_FRACTION
 
 
+def gate_reason(s: Slice, fraction: float) -> str:
+    """Why the model may not judge this slice on its own ("" when it may): ``NOT_AXIAL`` or
+    ``NO_LUNG``.  ``series_gate`` may still admit a ``NO_LUNG`` slice between lung slices."""
+    if is_scout(s):
+        return NOT_AXIAL
+    return "" if fraction >= LUNG_MIN_FRACTION else NO_LUNG
+
+
+def series_gate(reasons: Sequence[str], positions: Sequence[float | None]) -> list[str]:
+    """The gate over one series in anatomical order: a ``NO_LUNG`` slice with lung slices
+    (reason "") on both sides, each within ``FILL_MAX_GAP_MM`` (by position along the normal,
+    when every slice has one) or ``FILL_MAX_GAP_SLICES``, is admitted ("").  A lung whose
+    every pixel is consolidated has no dark pixel left to find; the lungs are one organ along
+    z, so it is recognised from its neighbours.  Slices at the ends of the lung (apex, bases)
+    have a lung slice on one side only and keep their reason."""
+    out = list(reasons)
+    n = len(out)
+    use_mm = n > 0 and all(p is not None for p in positions)
+    lung = [i for i, r in enumerate(reasons) if r == ""]
+    for a, b in zip(lung, lung[1:]):
+        if b - a < 2:
+            continue
+        gap_ok = (abs(float(positions[b]) - float(positions[a])) <= FILL_MAX_GAP_MM if use_mm  # type: ignore[arg-type]
+                  else b - a <= FILL_MAX_GAP_SLICES)
+        if gap_ok:
+            for i in range(a + 1, b):
+                if out[i] == NO_LUNG:
+                    out[i] = ""
+    return out
+
+
 # --- the study rule ------------------------------------------------------------------------------
 
 
-def _binom_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), in log space (stable for thousands of slices)."""
-    if k <= 0:
-        return 1.0
-    if k > n:
-        return 0.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    lp, lq = math.log(p), math.log1p(-p)
-    terms = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lp + (n - j) * lq
-             for j in range(k, n + 1)]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+@dataclass(frozen=True)
+class StudyCalibration:
+    """P(the study is COVID) from k of n judged lung slices called COVID.
 
-
-def share_above(k: int, n: int, cutoff: float) -> float:
-    """Posterior probability that the study's true share of positive slices is >= ``cutoff``,
-    given ``k`` of ``n`` slices positive and a uniform prior: 1 - I_cutoff(k + 1, n - k + 1)."""
-    # For integer a, b: I_x(a, b) = P(Binomial(a + b - 1, x) >= a).
-    return 1.0 - _binom_tail(k + 1, n + 1, cutoff)
-
-
-def study_verdict(results: Sequence[SliceResult], threshold: float = 0.5) -> Verdict:
-    """The study's label from its classified lung slices.
-
-    Counted: slices that were classified (``ok``) and have lung.  Score = share
-    of them with p(COVID) >= ``threshold``; COVID when the score is >=
-    ``STUDY_MIN_POSITIVE``, non-COVID below, "indeterminate" when no lung
-    slice was classified.  Confidence = posterior probability (uniform prior,
-    slices treated as independent draws) that the study's true share of
-    positive slices lies on the side of the cutoff that the label says, capped
-    at ``MAX_CONFIDENCE``; 0.0 when indeterminate.
+    The share is shrunk toward one half by ``prior`` pseudo-slices, ``x = (k + prior/2) /
+    (n + prior)``, and mapped by a logistic curve, ``sigmoid(intercept + slope * (x - 0.5))``.
+    ``prior`` is what makes slices *not* independent: errors within a study are correlated
+    (a patient the model misses, a scanner it misreads), so beyond a few dozen slices more
+    slices of the same study add little.  The three numbers are fitted (maximum likelihood,
+    each source weighted equally) on validation pseudo-studies of every source by
+    ``python -m training study-calibration`` and stored in the model card's
+    ``study_verdict``; verdicts with confidence below ``uncertain_below`` are "uncertain".
     """
-    classified = [r for r in results if r.ok]
-    lung = [r for r in classified if r.has_lung]
-    n_refused = sum(1 for r in results if not r.ok)
-    n_excluded = len(classified) - len(lung)
+
+    prior: float
+    intercept: float
+    slope: float
+    uncertain_below: float = 0.75
+    fitted_on: str = ""
+
+    def p_covid(self, k: int, n: int) -> float:
+        x = (k + self.prior / 2) / (n + self.prior)
+        z = self.intercept + self.slope * (x - 0.5)
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+    @classmethod
+    def from_card(cls, card) -> "StudyCalibration":
+        """The card's ``study_verdict`` block, else ``DEFAULT_CALIBRATION``."""
+        d = (getattr(card, "extra", None) or {}).get("study_verdict") if card is not None else None
+        if not isinstance(d, dict):
+            return DEFAULT_CALIBRATION
+        try:
+            return cls(float(d["prior"]), float(d["intercept"]), float(d["slope"]),
+                       float(d.get("uncertain_below", 0.75)), str(d.get("fitted_on", "")))
+        except (KeyError, TypeError, ValueError):
+            return DEFAULT_CALIBRATION
+
+
+#: For a model card without ``study_verdict``: a share of one half is the boundary, 10
+#: pseudo-slices of prior, and a slope that makes 0.9 need a share of about 0.8 (or 0.2) over
+#: many slices.  The bundled model's card carries its own fitted numbers.
+DEFAULT_CALIBRATION = StudyCalibration(prior=10.0, intercept=0.0, slope=8.0, uncertain_below=0.75,
+                                       fitted_on="default (not fitted)")
+
+
+def study_verdict(results: Sequence[SliceResult], threshold: float = 0.5,
+                  calibration: StudyCalibration | None = None) -> Verdict:
+    """The study's label from its judged lung slices.
+
+    Counted: slices the gate admitted and the model judged (``SliceResult.judged``).
+    Slices read but not judged (no lung, not axial) are ``n_excluded``, refused files
+    ``n_refused``; neither changes the label.  k of n counted slices have p(COVID) >=
+    ``threshold``; ``calibration`` (the model card's, see ``StudyCalibration``) turns k and
+    n into P(COVID study).  Label: COVID when P >= 0.5, non-COVID below; "uncertain" when
+    the confidence ``max(P, 1 - P)`` is under ``calibration.uncertain_below`` (the evidence
+    is mixed); "indeterminate" when no lung slice was judged (confidence 0).
+    """
+    cal = calibration or DEFAULT_CALIBRATION
+    lung = [r for r in results if r.judged]
+    n_refused = sum(1 for r in results if r.error)
+    n_excluded = sum(1 for r in results if not r.error and not r.judged)
     n_pos = sum(1 for r in lung if float(r.p_covid) >= threshold)  # type: ignore[arg-type]
     n = len(lung)
-    left_out = f"{n_excluded} classified slice(s) without lung and {n_refused} refused slice(s) were left out"
+    left_out = f"{n_excluded} slice(s) not judged (no lung, not axial) and {n_refused} refused slice(s) were left out"
     if n == 0:
         return Verdict("indeterminate", 0.0, 0.0, 0, 0, n_excluded, n_refused,
-                       f"Indeterminate: no slice showing lung was classified ({left_out}).")
+                       f"Indeterminate: no slice showing lung was judged ({left_out}).")
     score = n_pos / n
-    label = "COVID" if score >= STUDY_MIN_POSITIVE else "non-COVID"
-    above = share_above(n_pos, n, STUDY_MIN_POSITIVE)
-    confidence = min(MAX_CONFIDENCE, above if label == "COVID" else 1.0 - above)
-    rule = (f"{label} because {n_pos} of {n} lung slices ({score:.0%}) have p(COVID) >= {threshold:.2f}, "
-            f"and the study is called COVID when at least {STUDY_MIN_POSITIVE:.0%} do; {left_out}.")
+    p = cal.p_covid(n_pos, n)
+    leaning = "COVID" if p >= 0.5 else "non-COVID"
+    confidence = max(p, 1.0 - p)
+    label = leaning if confidence >= cal.uncertain_below else "uncertain"
+    why = (f"{n_pos} of {n} lung slices ({score:.0%}) have p(COVID) >= {threshold:.2f}, "
+           f"which gives P(COVID study) = {p:.2f} (study calibration: {cal.fitted_on or 'unnamed'})")
+    rule = (f"Uncertain, leaning {leaning}: {why}, under the {cal.uncertain_below:.2f} needed for a label; {left_out}."
+            if label == "uncertain" else f"{label} because {why}; {left_out}.")
     return Verdict(label, round(confidence, 4), score, n, n_pos, n_excluded, n_refused, rule)

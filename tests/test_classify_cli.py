@@ -92,7 +92,7 @@ def test_folder_classifies_every_slice_and_reports_the_broken_file(study, model_
         assert r["model"] == "tiny-test-model 0.0.1" and len(r["pixel_sha256"]) == 16
     bad = by_name["broken.dcm"]
     assert bad["label"] == "" and bad["p_covid"] == "" and bad["error"]
-    assert "3 slices classified, 1 files refused" in err
+    assert "3 slices classified, 0 slices not judged (no lung, not axial), 1 files refused" in err
 
 
 def test_all_good_inputs_exit_zero_and_csv_goes_to_a_file(study, model_dir, tmp_path, capsys):
@@ -210,7 +210,8 @@ def test_console_script_runs_in_a_fresh_process(study, model_dir):
 def test_shared_malformed_corpus_never_crashes_the_batch(SHARED_DATA, model_dir, capsys):
     code, rows, err = run_cli([SHARED_DATA / "dicom" / "malformed", "--model", model_dir], capsys)
     assert code == 1
-    assert rows and all(r["error"] or r["label"] for r in rows)
+    assert rows and all(r["error"] or r["label"] or r["reason"] for r in rows)
+    assert all(not (r["reason"] and (r["label"] or r["p_covid"])) for r in rows)
     assert "Traceback" not in err
 
 

@@ -68,6 +68,21 @@ def test_time_is_utc_seconds(hist):
     assert datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")  # well formed
 
 
+def test_slices_not_judged_are_recorded_with_their_reason(hist):
+    """Issue 13: a slice the gate stopped is in the history as not judged: reason, no label, no p."""
+    gated = Record("/data/neck.dcm", 0, "1.2.3.9", model="m 1", pixel_sha256="ff", reason="no lung in this slice")
+    assert hist.add(gated, time=T0) is not None
+    hist.add(rec(1), time=T0)
+    by_path = {e.path: e for e in hist.entries()}
+    neck = by_path["/data/neck.dcm"]
+    assert (neck.label, neck.p_covid, neck.reason, neck.judged) == ("", None, "no lung in this slice", False)
+    assert by_path["/data/scan1.dcm"].judged and by_path["/data/scan1.dcm"].reason == ""
+    # a record that carries both a p and a reason is stored without the p: the reason wins
+    hist.add(Record("/data/x.dcm", label="COVID", p_covid=0.9, reason="not an axial slice", model="m"))
+    x = next(e for e in hist.entries() if e.path == "/data/x.dcm")
+    assert (x.label, x.p_covid) == ("", None)
+
+
 def test_records_with_an_error_are_skipped(hist):
     assert hist.add(Record("/data/bad.dcm", error="not a DICOM file", model="m")) is None
     assert hist.add_many([rec(1), Record("/data/bad.dcm", error="unreadable"), rec(2)]) == 2
@@ -103,14 +118,14 @@ def test_export_csv(hist, tmp_path):
     assert hist.export_csv(dest) == 2
     with open(dest, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["time", "path", "frame", "sop_instance_uid", "label", "p_covid", "model", "pixel_sha256"]
+    assert rows[0] == ["time", "path", "frame", "sop_instance_uid", "label", "p_covid", "model", "pixel_sha256", "reason"]
     assert rows[1] == [
         "2026-11-27T10:31:03Z", "/data/scan7.dcm", "", '1.2,"3"', "COVID", "0.1320", "ct-resnet50 1.1.0",
-        "0000000000000007",
+        "0000000000000007", "",
     ]
     assert rows[2] == [
         "2026-11-27T10:31:02Z", "/data/scan0.dcm", "1", "1.2.826.0.1.0", "non-COVID", "0.1250", "ct-resnet50 1.1.0",
-        "0000000000000000",
+        "0000000000000000", "",
     ]
     assert sorted(p.name for p in dest.parent.iterdir()) == ["history.csv"]  # no temp file left
     # a chosen subset
@@ -133,7 +148,7 @@ def test_wal_and_schema_version(hist):
     db = sqlite3.connect(hist.path)
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == History.SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == History.SCHEMA_VERSION == 3
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"predictions_time", "predictions_pixel_sha256", "batches_time", "batches_study_uid"} <= indexes
     finally:
@@ -253,7 +268,7 @@ def test_survives_a_killed_writer(tmp_path):
 
 def study_result(uid: str = "1.2.3.4", verdict: Verdict | None = None, cancelled: bool = False) -> StudyResult:
     slices = [SliceResult(f"/data/s{i}.dcm", p_covid=0.9 if i < 3 else 0.1, label="x") for i in range(6)]
-    slices += [SliceResult("/data/bad.dcm", error="unreadable"), SliceResult("/data/neck.dcm", p_covid=0.2, has_lung=False)]
+    slices += [SliceResult("/data/bad.dcm", error="unreadable"), SliceResult("/data/neck.dcm", has_lung=False, reason="no lung in this slice")]
     if verdict is None:
         verdict = Verdict("COVID", 0.75, 0.5, n_lung=6, n_positive=3, n_excluded=1, n_refused=1, rule="a rule")
     return StudyResult(StudyNode(uid, ()), PatientNode("P1"), slices, verdict, model="ct-resnet50 1.1.0",
@@ -327,14 +342,16 @@ def test_version_1_file_is_upgraded_in_place(tmp_path):
         h.add(rec(1))
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"predictions", "batches"} <= tables
     finally:
         db.close()
-    with History(path) as h:  # reopening a v2 file migrates nothing and keeps everything
+    with History(path) as h:  # reopening a v3 file migrates nothing and keeps everything
         assert len(h) == 2 and len(h.batches()) == 1
+        old = next(e for e in h.entries() if e.path == "/data/old.dcm")
+        assert (old.label, old.p_covid, old.reason) == ("COVID", 0.75, "")
 
 
 def test_failed_upgrade_leaves_the_version_1_file_untouched(tmp_path, monkeypatch):

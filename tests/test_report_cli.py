@@ -169,5 +169,5 @@ def test_shared_lung_pet_ct_dx(SHARED_DATA, tmp_path, model_dir, capsys):
     rows = list(csv.DictReader((out / "all.csv").open(encoding="utf-8")))
     n_images = sum(1 for _ in src.rglob("*.dcm"))
     assert 0 < len(rows) <= n_images
-    assert all(r["p_covid"] for r in rows)
-    assert np.isfinite([float(r["p_covid"]) for r in rows]).all()
+    assert all(bool(r["p_covid"]) != bool(r["reason"]) for r in rows)  # a p(COVID) or why not, never both
+    assert np.isfinite([float(r["p_covid"]) for r in rows if r["p_covid"]]).all()

@@ -180,7 +180,7 @@ def test_pdf_pages_and_content(tmp_path, real, card):
     assert data.startswith(b"%PDF") and _pages(data) == page_count(3) == 3
     text = _pdf_text(data)
     for expected in (real.patient.name, real.patient.patient_id, "Verdict: COVID", "dence 83%", "another model",
-                     "no lung (excluded)", "threshold 0.5", "slice position (mm)", "Most suspicious slices",
+                     "not judged (no lung, not axial)", "threshold 0.5", "slice position (mm)", "Most suspicious slices",
                      SAMPLE.name, "Model card summary", "ct-resnet50 1.1.0", card.sha256[:16], "95% CI",
                      "Known limits", "CC BY-NC-SA 4.0", "CT Viewer 9.8.7", "page 3/3"):
         assert expected in text, expected

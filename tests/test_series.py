@@ -23,8 +23,10 @@ def sl(path="a.dcm", uid="1.2.3", position=None, orientation=(1, 0, 0, 0, 1, 0),
 
 
 def projection(s: Slice) -> float:
+    """Position along the slice normal turned toward the head (+z)."""
     o = np.asarray(s.orientation, dtype=float)
-    return float(np.dot(s.position, np.cross(o[:3], o[3:])))
+    n = np.cross(o[:3], o[3:])
+    return float(np.dot(s.position, -n if n[2] < 0 else n))
 
 
 # --- sorting -----------------------------------------------------------------------------------------
@@ -38,7 +40,15 @@ def test_sorted_along_tilted_normal_not_by_z_or_number():
               for i, d in enumerate([5, 1, 3, 2, 4])]
     random.Random(1).shuffle(slices)
     ordered = sort_slices(slices)
-    assert [projection(s) for s in ordered] == sorted(projection(s) for s in slices)
+    assert [projection(s) for s in ordered] == sorted((projection(s) for s in slices), reverse=True)
+
+
+def test_head_at_the_top_of_the_stack():
+    """Issue 13: as radiologists' viewers show a series: the most cranial slice (highest z in
+    DICOM's LPS coordinates) first, whichever way the orientation's normal points."""
+    for orientation in ((1, 0, 0, 0, 1, 0), (-1, 0, 0, 0, 1, 0)):  # normal +z, and normal -z
+        slices = [sl(f"{i}.dcm", position=(0.0, 0.0, z), orientation=orientation) for i, z in enumerate([-50, 10, -20])]
+        assert [s.position[2] for s in sort_slices(slices)] == [10, -20, -50]
 
 
 def test_instance_number_is_the_fallback():
@@ -63,7 +73,7 @@ def test_group_by_series_uid_and_folder_for_raster():
               Slice(pixels=PIX, path="other/1.png", is_hu=False)]
     series = group_series(slices)
     assert [len(s) for s in series] == [2, 1, 2, 1]
-    assert [s.path for s in series[0].slices] == ["a/2.dcm", "a/1.dcm"]
+    assert [s.path for s in series[0].slices] == ["a/1.dcm", "a/2.dcm"]  # z = 2 (cranial) first
     assert series[2].uid == f"folder:{os.path.abspath('png')}"
     assert [s.path for s in series[2].slices] == ["png/1.png", "png/2.png"]
 
@@ -124,7 +134,7 @@ def test_dicomdir_expands_to_referenced_files(tmp_path):
     assert sorted(walked) == sorted(refs)  # no duplicates, no DICOMDIR
     series, errors = find_series([root])
     assert errors == [] and len(series) == 1
-    assert [s.instance_number for s in series[0].slices] == [3, 2, 1]
+    assert [s.instance_number for s in series[0].slices] == [1, 2, 3]  # instance 1 is the most cranial
 
 
 def test_dicomdir_missing_reference_is_yielded_for_reporting(tmp_path):
@@ -149,7 +159,7 @@ def test_dcm_qa_ct_gantry_tilt_sorted_along_normal(SHARED_DATA):
     (series,) = group_series(ge)
     assert len(series) == 28
     positions = [projection(s) for s in series.slices]
-    assert all(b > a for a, b in zip(positions, positions[1:]))
+    assert all(b < a for a, b in zip(positions, positions[1:]))  # head first
 
 
 def test_dcm_qa_ct_dicomdir_dangling_references_are_reported(SHARED_DATA):
@@ -175,4 +185,4 @@ def test_lung_pet_ct_dx_three_series(SHARED_DATA):
     assert kernels == ["B40f", "B70f"]
     for s in series:
         positions = [projection(x) for x in s.slices]
-        assert all(b > a for a, b in zip(positions, positions[1:])), s.description
+        assert all(b < a for a, b in zip(positions, positions[1:])), s.description  # head first

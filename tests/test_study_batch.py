@@ -83,25 +83,26 @@ def result(study, classifier):
 def test_slices_sorted_by_position_with_lung_and_errors(result, study):
     folder, _, _, info = study
     ok = [s for s in result.slices if not s.error]
-    assert [s.position for s in ok] == sorted([info["abdomen_z"], *info["zs"]])
+    assert [s.position for s in ok] == sorted([info["abdomen_z"], *info["zs"]], reverse=True)  # head first
     assert all(s.series_uid == info["series_uid"] for s in result.slices)
     by_name = {Path(s.path).name: s for s in result.slices}
     abdomen = by_name["abdomen.dcm"]
     assert abdomen.ok and abdomen.has_lung is False and abdomen.lung_fraction < 0.1
+    assert abdomen.reason == "no lung in this slice" and abdomen.p_covid is None and abdomen.label == ""
     assert all(s.has_lung and s.lung_fraction > 0.1 for s in ok if s is not abdomen)
     broken = by_name["broken.dcm"]
     assert broken.error and broken.p_covid is None and not broken.ok
     assert result.slices[-1] is broken  # refused files after the classified slices of their series
-    assert all(s.sop_instance_uid and s.label in ("COVID", "non-COVID") for s in ok)
+    assert all(s.sop_instance_uid and s.label in ("COVID", "non-COVID") for s in ok if s is not abdomen)
 
 
 def test_verdict_counts_and_metadata(result, study, classifier):
     _, patient, node, _ = study
     v = result.verdict
     assert (v.n_lung, v.n_excluded, v.n_refused) == (N_LUNG, 1, 1)
-    lung = [s for s in result.slices if s.ok and s.has_lung]
+    lung = [s for s in result.slices if s.judged]
     assert v.n_positive == sum(s.p_covid >= classifier.card.threshold for s in lung)
-    assert v.label in ("COVID", "non-COVID") and 0 <= v.confidence <= 1
+    assert v.label in ("COVID", "non-COVID", "uncertain") and 0.5 <= v.confidence <= 1
     assert result.study is node and result.patient is patient and not result.cancelled
     assert result.model == "tiny-test-model 0.0.1" and result.model_sha256 == classifier.card.sha256
     assert result.threshold == classifier.card.threshold
@@ -113,8 +114,8 @@ def test_same_engine_as_ctviewer_classify(result, classifier):
     records = {r.path: r for r in classify_files([s.path for s in ok], classifier)}
     for s in ok:
         r = records[s.path]
-        assert r.sop_instance_uid == s.sop_instance_uid and r.label == s.label
-        assert r.p_covid == pytest.approx(s.p_covid, abs=1e-4)
+        assert r.sop_instance_uid == s.sop_instance_uid and r.label == s.label and r.reason == s.reason
+        assert (r.p_covid is None and s.p_covid is None) or r.p_covid == pytest.approx(s.p_covid, abs=1e-4)
 
 
 def test_results_hold_no_pixels(result):
@@ -129,7 +130,9 @@ def test_files_to_results_and_progress(study, classifier):
     streamed = []
     results = classify_files_to_results(files, classifier, series_uid="S", on_slice=streamed.append, batch_size=3)
     assert len(results) == len(streamed) == N_LUNG + 2
-    assert sorted(map(id, results)) == sorted(map(id, streamed))  # same objects, sorted at the end
+    key = lambda r: (r.path, r.frame)  # noqa: E731
+    assert sorted(map(key, results)) == sorted(map(key, streamed))  # the same slices, sorted at the end
+    assert all(r.p_covid is None for r in streamed if r.reason)  # nothing withheld is ever streamed
     assert {s.series_uid for s in results} == {"S"}
     progress = []
     classify_study(node, patient, classifier, on_progress=lambda *a: progress.append(a), batch_size=4)

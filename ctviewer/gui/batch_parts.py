@@ -111,7 +111,7 @@ class ResultsModel(RowsTableModel):
             return (self.study_names.get(job, str(job + 1)), str(number),
                     "" if r.position is None else f"{r.position:.1f}",
                     "" if r.p_covid is None else f"{r.p_covid:.3f}", r.label,
-                    "" if r.error else ("yes" if r.has_lung else "no (excluded)"), r.error)[col]
+                    "" if r.error else ("yes" if r.judged else f"no: {r.reason or 'not judged'}"), r.error)[col]
         if role == Qt.ItemDataRole.ToolTipRole:
             return r.error or os.path.basename(r.path) + ("" if r.frame is None else f" [frame {r.frame + 1}]")
         if role == Qt.ItemDataRole.UserRole:  # sort keys
@@ -180,11 +180,11 @@ class PlotCanvas(QWidget):
         ax.clear()
         done = [(k, r) for k, r in enumerate(results) if r.ok]
         xs = [r.position if r.position is not None else float(k) for k, r in done]
-        groups = (("COVID", "#d62728", lambda r: r.has_lung and r.p_covid >= threshold),
-                  ("non-COVID", "#1f77b4", lambda r: r.has_lung and r.p_covid < threshold),
-                  ("no lung (excluded)", "#a0a0a0", lambda r: not r.has_lung))
+        groups = (("COVID", "#d62728", lambda r: r.judged and r.p_covid >= threshold),
+                  ("non-COVID", "#1f77b4", lambda r: r.judged and r.p_covid < threshold),
+                  ("not judged (no lung, not axial): at 0", "#a0a0a0", lambda r: not r.judged))
         for name, colour, keep in groups:
-            pts = [(x, r.p_covid) for x, (_k, r) in zip(xs, done) if keep(r)]
+            pts = [(x, r.p_covid if r.judged else 0.0) for x, (_k, r) in zip(xs, done) if keep(r)]
             if pts:
                 ax.scatter(*zip(*pts), s=12, c=colour, label=name, zorder=3)
         ax.axhline(threshold, color="#555555", linestyle="--", linewidth=0.8, label=f"threshold {threshold:.2f}")

@@ -293,7 +293,7 @@ class BatchWindow(QWidget):
         v = result.verdict
         p, st, _u = self.jobs[self.shown_job]
         head = f"<b>{p.key} {st.date}: {v.label}</b>, confidence {v.confidence:.0%}"
-        counts = (f"{v.n_positive}/{v.n_lung} lung slices COVID, {v.n_excluded} without lung excluded, "
+        counts = (f"{v.n_positive}/{v.n_lung} lung slices COVID, {v.n_excluded} not judged (no lung, not axial), "
                   f"{v.n_refused} refused" + (" (cancelled: partial)" if result.cancelled else ""))
         self.verdict_label.setText(f"{head} — {counts}<br><small>{v.rule}</small>")
 
@@ -323,9 +323,10 @@ class BatchWindow(QWidget):
             self.viewer.set_placeholder(f"Cannot show {os.path.basename(r.path)}: {error}")
             return
         self.viewer.set_slice(s, *(PRESETS["lung"] if s.is_hu else (127.5, 255.0)))
-        p = "not classified" if r.p_covid is None else f"p(COVID) {r.p_covid:.3f} {r.label}"
+        p = (f"not judged: {r.reason}" if r.reason else "not classified" if r.p_covid is None
+             else f"p(COVID) {r.p_covid:.3f} {r.label}")
         self.viewer.set_annotations({"top-left": [f"{self.model.study_names.get(job, '')} #{number}", p],
-                                     "bottom-left": [s.label] + ([] if r.has_lung else ["no lung: excluded"])})
+                                     "bottom-left": [s.label]})
         self.marker = r.position
         if job != self.shown_job:
             self.shown_job = job

@@ -198,6 +198,7 @@ class ChestSegmentation:
     hull: np.ndarray | None = None  # uint8 0/1: the body's convex hull (the chest)
     dark_labels: np.ndarray | None = None  # int32: components of dark pixels inside the hull
     dark_areas: np.ndarray | None = None  # their areas in pixels, index = label (0: the rest)
+    small: np.ndarray | None = None  # the working image (uint8, lung window), for the lung detection
 
     def lung_candidates(self, excluded: Collection[int] = ()) -> np.ndarray:
         """Labels of the dark components that count as lung or airway: at least 0.2 % of the
@@ -244,7 +245,7 @@ def segment_chest(img8: np.ndarray) -> ChestSegmentation:
     f = _working_scale((h, w))
     small = cv2.resize(img8, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else img8
     sh, sw = small.shape
-    none = ChestSegmentation(content, f, (sh, sw))
+    none = ChestSegmentation(content, f, (sh, sw), small=small)
     if int(small.max()) - int(small.min()) < 20:
         return none
     t, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -262,7 +263,7 @@ def segment_chest(img8: np.ndarray) -> ChestSegmentation:
     dark = ((tissue == 0) & (hull == 1)).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, _KERNEL)
     dark_labels, dark_areas = _components(dark)
-    return ChestSegmentation(content, f, (sh, sw), body, hull, dark_labels, dark_areas)
+    return ChestSegmentation(content, f, (sh, sw), body, hull, dark_labels, dark_areas, small)
 
 
 def chest_box(img8: np.ndarray, margin: float = 0.06, seg: ChestSegmentation | None = None) -> Box:

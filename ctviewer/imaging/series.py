@@ -18,7 +18,8 @@ Decisions:
 - ``group_series`` groups by Series Instance UID.  Slices without one (PNG/JPEG
   files, bare DICOM) form one series per folder, ``uid = "folder:<path>"``.
 - Order inside a series: objects (files) are sorted by their first frame's
-  position along the slice normal, ascending, (cross product of the orientation's row and
+  position along the slice normal turned toward the head (``head_first_normal``),
+  descending, so the head is at the top of the stack as in radiologists' viewers (cross product of the orientation's row and
   column vectors, the series' first orientation), when every object has
   position and orientation; else by Instance Number when every object has
   one; then by natural path order.  Frames of a multi-frame object stay
@@ -224,13 +225,29 @@ def natural_key(path: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path))
 
 
+def head_first_normal(orientation) -> np.ndarray | None:
+    """The unit slice normal (row x column of ImageOrientationPatient), turned to point to the
+    patient's head (+z in DICOM's LPS coordinates) whenever it has a z component: positions
+    along it, sorted descending, put the head at the top of the stack, as radiologists' viewers
+    do.  None when the orientation is missing or degenerate."""
+    if orientation is None:
+        return None
+    o = np.asarray(orientation, dtype=float)
+    if o.shape != (6,):
+        return None
+    n = np.cross(o[:3], o[3:])
+    norm = float(np.linalg.norm(n))
+    if norm < 1e-6:
+        return None
+    n = n / norm
+    return -n if n[2] < 0 else n
+
+
 def _normal(slices: list[Slice]) -> np.ndarray | None:
     for s in slices:
-        if s.orientation is not None:
-            o = np.asarray(s.orientation, dtype=float)
-            n = np.cross(o[:3], o[3:])
-            if np.linalg.norm(n) > 1e-6:
-                return n / np.linalg.norm(n)
+        n = head_first_normal(s.orientation)
+        if n is not None:
+            return n
     return None
 
 
@@ -247,7 +264,7 @@ def sort_slices(slices: Iterable[Slice]) -> list[Slice]:
 
     def key(group: list[Slice]) -> tuple:
         s = group[0]
-        primary = float(np.dot(s.position, normal)) if by_position else 0.0  # type: ignore[arg-type]
+        primary = -float(np.dot(s.position, normal)) if by_position else 0.0  # type: ignore[arg-type]
         number = s.instance_number if by_number else 0
         return (primary, number, natural_key(s.path))
 

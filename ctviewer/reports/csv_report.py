@@ -29,7 +29,7 @@ from ctviewer.studies import SliceResult, StudyResult
 CSV_COLUMNS = (
     "patient_id", "patient_name", "study_uid", "study_date", "series_uid", "path", "frame",
     "sop_instance_uid", "position", "instance_number", "has_lung", "lung_fraction", "p_covid",
-    "label", "error", "study_verdict", "study_confidence", "model",
+    "label", "error", "reason", "study_verdict", "study_confidence", "model",
 )
 
 
@@ -55,6 +55,7 @@ def _row(result: StudyResult, s: SliceResult, anonymize: bool) -> dict[str, str]
         "p_covid": _num(None if s.p_covid is None else float(s.p_covid)),
         "label": s.label,
         "error": redact(s.error, s.path, anonymize),
+        "reason": s.reason,
         "study_verdict": verdict.label if verdict else "",
         "study_confidence": _num(float(verdict.confidence)) if verdict else "",
         "model": result.model,

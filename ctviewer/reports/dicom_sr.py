@@ -227,7 +227,7 @@ def write_sr(result: StudyResult, dest, anonymize: bool = False) -> Path:
               _text("sha256", result.model_sha256 or "unknown"), _text("software", f"CT Viewer {software_version()}")]
     if result.cancelled:
         items.append(_text("incomplete", "The batch was cancelled before every slice was classified."))
-    items += [_finding(s) for s in result.slices if s.ok]
+    items += [_finding(s) for s in result.slices if s.judged]
     root = _container("root", items, relationship=None)
     ds.ValueType, ds.ConceptNameCodeSequence = root.ValueType, root.ConceptNameCodeSequence
     ds.ContinuityOfContent, ds.ContentSequence = "SEPARATE", root.ContentSequence

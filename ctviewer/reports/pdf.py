@@ -119,7 +119,7 @@ def _page_summary(result: StudyResult, card: ModelCard, anonymize: bool) -> Figu
                  color=COLOURS.get(v.label, "black"))
         fig.text(0.06, y - 0.06, f"Confidence {v.confidence:.0%}   ·   score {v.score:.3f}", fontsize=13)
         counts = (f"{v.n_lung} lung slices classified, {v.n_positive} called COVID; "
-                  f"{v.n_excluded} without lung excluded; {v.n_refused} refused")
+                  f"{v.n_excluded} not judged (no lung, not axial); {v.n_refused} refused")
         fig.text(0.06, y - 0.085, counts, fontsize=9.5)
         fig.text(0.06, y - 0.1, _wrap("Rule: " + v.rule), fontsize=9, va="top", style="italic")
         y -= 0.17
@@ -155,15 +155,15 @@ def _plot_along(ax, result: StudyResult) -> None:
             continue
         if not s.ok:
             key = "refused"
-        elif not s.has_lung:
+        elif not s.judged:
             key = "nolung"
         else:
             key = "COVID" if s.label == "COVID" else "other"
         groups[key][0].append(x)
-        groups[key][1].append(float(s.p_covid) if s.ok else 0.0)
+        groups[key][1].append(float(s.p_covid) if s.judged else 0.0)
     ax.scatter(*groups["COVID"], s=18, color=COLOURS["COVID"], label="lung slice, COVID", zorder=3)
     ax.scatter(*groups["other"], s=18, color=COLOURS["non-COVID"], label="lung slice, non-COVID", zorder=3)
-    ax.scatter(*groups["nolung"], s=22, marker="x", color="#9e9e9e", label="no lung (excluded)", zorder=2)
+    ax.scatter(*groups["nolung"], s=22, marker="x", color="#9e9e9e", label="not judged (no lung, not axial)", zorder=2)
     if groups["refused"][0]:
         ax.scatter(*groups["refused"], s=22, marker="|", color="#757575", label="refused", zorder=2)
     ax.axhline(result.threshold, color="black", linestyle="--", linewidth=0.8,
