@@ -81,10 +81,12 @@ def check_classifiable(slices) -> None:
             raise ImagingError(s.path, f"not a CT image (modality {modality}): the model reads CT slices only")
 
 
-def gated_input(s, params: PreprocessParams) -> tuple[np.ndarray | None, str, float]:
+def gated_input(s, params: PreprocessParams, always: bool = False) -> tuple[np.ndarray | None, str, float]:
     """(model input or None, the gate's reason or "", lung fraction) of one slice: the slice is
     windowed and segmented once for both (``verdict.gate_reason``).  A slice the gate stops is
-    not run through the model."""
+    not run through the model (input None), unless ``always``: the viewer scores every slice
+    so that ``verdict.series_gate`` may admit one between lung slices; it shows no score for
+    the others."""
     from ctviewer.imaging.preprocess import display8, input_from_display, segment_chest
     from ctviewer.verdict import LUNG_PARAMS, gate_reason, lung_fraction
 
@@ -93,7 +95,7 @@ def gated_input(s, params: PreprocessParams) -> tuple[np.ndarray | None, str, fl
     same = (params.window_center, params.window_width, params.raster_intensity) == LUNG_PARAMS
     fraction = lung_fraction(s, seg=seg) if same else lung_fraction(s)
     reason = gate_reason(s, fraction)
-    return (None if reason else input_from_display(img8, params, seg)[0]), reason, fraction
+    return (None if reason and not always else input_from_display(img8, params, seg)[0]), reason, fraction
 
 
 def _prepare(path: str, params: PreprocessParams) -> _Prepared:

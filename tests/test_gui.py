@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -164,10 +166,13 @@ def test_open_samples_folder_predicts_and_records_history(qtbot, windows):
     assert opened.args == [3, 0]
     assert w.series_panel.count() == 3 and w.series_panel.currentRow() == 0
     assert [len(s) for s in w.series] == [4, 1, 1]
-    assert w.current == (0, 0)
-    first = w.series[0].slices[0]
-    assert Path(first.path).name == "covid-65.png" and w.viewer.slice() is first
-    assert "slice 1/4" in w.slice_label.text()
+    # it opens on the slice with the most lung, not the first file (issue 13)
+    fractions = [w.fractions[s] for s in w.series[0].slices]
+    assert w.current == (0, int(np.argmax(fractions)))
+    shown_slice = w.series[0].slices[w.current[1]]
+    assert w.viewer.slice() is shown_slice
+    assert f"slice {w.current[1] + 1}/4" in w.slice_label.text()
+    assert f"Slice {w.current[1] + 1} of 4" in w.prediction_panel.where.text()  # which slice the label is for
 
     label, p = shown.args
     assert label in ("COVID", "non-COVID") and 0.0 <= p <= 1.0
@@ -197,9 +202,11 @@ def test_dicom_series_sorted_and_scrolled(qtbot, windows, tmp_path):
     assert open_and_wait(qtbot, w, [tmp_path / "ct"]) == (1, 0)
     (ser,) = w.series
     assert len(ser) == 12
-    assert [s.position[2] for s in ser.slices] == sorted(zs)  # by position, not file name or number
+    # by position, head first (as radiologists' viewers), not by file name or number
+    assert [s.position[2] for s in ser.slices] == sorted(zs, reverse=True)
     assert [s.instance_number for s in ser.slices] != sorted(s.instance_number for s in ser.slices)
-    assert w.current == (0, 0)
+    assert w.current == (0, w.lung_slice(0))  # opens on a slice through the lungs
+    w.show_slice(0, 0)
     assert (w.slider.minimum(), w.slider.maximum(), w.slider.value()) == (0, 11, 0) and w.slider.isEnabled()
 
     def at(i: int) -> None:
@@ -508,11 +515,12 @@ def test_heatmap_toggle_and_opacity(qtbot, windows):
     assert float(cam.min()) >= 0.0 and float(cam.max()) <= 1.0
     assert w.prediction_panel.heatmap_state.text().startswith("Grad-CAM")
 
-    # the next slice (another size) gets its own heatmap
+    # another slice (another size) gets its own heatmap
+    before = w.current_slice()
+    other = next(j for j, s in enumerate(w.series[0].slices) if s.shape != before.shape)
     with qtbot.waitSignal(w.heatmapShown, timeout=WAIT_MS):
-        w.step(1)
-    assert w.viewer.has_heatmap() and w.viewer._cam.shape == w.current_slice().shape
-    assert w.series[0].slices[0].shape != w.current_slice().shape
+        w.show_slice(0, other)
+    assert w.viewer.has_heatmap() and w.viewer._cam.shape == w.current_slice().shape != before.shape
 
     # off, from the action
     w.heatmap_action.trigger()
@@ -658,7 +666,7 @@ def test_model_failure_leaves_a_working_viewer(qtbot, windows, tiny_model, tmp_p
     assert w.viewer.slice() is w.current_slice() is not None
     assert w.prediction_panel.prediction_text() == "—"
     assert w.prediction_panel.detail.text() == "No predictions: the model could not be loaded."
-    w.step(1)
+    w.show_slice(0, 1)
     assert w.current == (0, 1) and w.prediction_panel.prediction_text() == "—"
     assert w.predictions == {} and len(w.history) == 0
     told = []

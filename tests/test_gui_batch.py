@@ -190,7 +190,7 @@ def test_classify_series_streams_results_verdict_and_plot(qtbot, batch):
     assert any(t.startswith(v.label) for t in verdicts)
     # sorted by position, numbered 1..n in anatomical order
     positions = [r.position for r in result.slices]
-    assert positions == sorted(positions)
+    assert positions == sorted(positions, reverse=True)  # head first
     assert len(batch.history.batches()) == 1  # the batch is recorded in the history
 
 

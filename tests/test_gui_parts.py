@@ -91,6 +91,7 @@ def test_inference_thread_puts_the_slice_on_screen_first(qtbot):
     worker = InferenceThread()
     got: list[str] = []
     worker.predicted.connect(lambda key, s, p, label, entry: got.append(key))
+    worker.gated.connect(lambda key, s, p, reason, entry: got.append(key))  # these squares show no lung
     worker.start()
     try:
         for i in range(20):  # a series queued before the model is ready
@@ -113,6 +114,7 @@ def test_inference_thread_discards_pending_work_and_refuses_non_ct(qtbot):
     done: list[str] = []
     worker.refused.connect(lambda key, s, reason: refused.append((key, reason)))
     worker.predicted.connect(lambda key, *a: done.append(key))
+    worker.gated.connect(lambda key, *a: done.append(key))
     worker.start()
     try:
         worker.request(PREDICT, "old", _slice(1))

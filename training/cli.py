@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--zero-init-residual", choices=["on", "off"], default=None,
                    help="override whether each residual branch's last BatchNorm starts at gamma = 0")
     t.add_argument("--clipnorm", type=float, default=None, help="override the gradient clipping norm (0 turns it off)")
+    t.add_argument("--source-aug", choices=["on", "off"], default=None,
+                   help="override whether the recipe simulates other hospitals' exports (augment.SOURCE_AUG)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--block", type=int, default=25, help="group = file number // BLOCK (0: every file its own group)")
     t.add_argument("--val-fraction", type=float, default=0.2)
@@ -68,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
               zero_init_residual=None if a.zero_init_residual is None else a.zero_init_residual == "on", precise_bn=None if a.precise_bn is None else a.precise_bn == "on",
               val_fraction=a.val_fraction, size=a.size, name=a.name, version=a.version,
               command=shlex.join(["python", "-m", "training", *args]), leave_out=a.leave_out,
-              balance=a.balance == "on", init=a.init, warmup_epochs=a.warmup_epochs)
+              balance=a.balance == "on", init=a.init, warmup_epochs=a.warmup_epochs,
+              source_aug=None if a.source_aug is None else a.source_aug == "on")
         return 0
     if a.cmd == "tables":
         from .card_tables import attach

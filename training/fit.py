@@ -68,7 +68,8 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
           internal_size: int | None = None, zero_init_residual: bool | None = None, clipnorm: float | None = None,
           block: int = 25, val_fraction: float = 0.2, size: int = 80, name: str | None = None,
           version: str = "1.0.0", command: str | None = None, leave_out: str | None = None,
-          balance: bool = True, init: str | None = None, warmup_epochs: int | None = None) -> dict:
+          balance: bool = True, init: str | None = None, warmup_epochs: int | None = None,
+          source_aug: bool | None = None) -> dict:
     import keras
 
     from .architecture import build_model, cached_imagenet_weights
@@ -92,6 +93,8 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         recipe.clipnorm = clipnorm
     if warmup_epochs is not None:
         recipe.warmup_epochs = warmup_epochs
+    if source_aug is False and recipe.augmentation:
+        recipe.augmentation = {k: v for k, v in recipe.augmentation.items() if k != "source"}
     init_sha = None
     if init:  # fine-tuning: start from a trained model's weights (same architecture)
         if not Path(init).is_file():

@@ -63,8 +63,8 @@ class HistoryTableModel(RowsTableModel):
                 e.time.replace("T", " ").rstrip("Z"),
                 os.path.basename(e.path),
                 "" if e.frame is None else str(e.frame + 1),
-                e.label,
-                f"{e.p_covid:.3f}",
+                e.label if e.judged else f"not judged: {e.reason}",
+                "" if e.p_covid is None else f"{e.p_covid:.3f}",
                 e.model,
                 e.sop_instance_uid,
                 e.pixel_sha256,
@@ -72,7 +72,8 @@ class HistoryTableModel(RowsTableModel):
         if role == Qt.ItemDataRole.ToolTipRole and col == 1:
             return e.path
         if role == Qt.ItemDataRole.UserRole:  # sort keys
-            return (e.time, e.path, -1 if e.frame is None else e.frame, e.label, e.p_covid, e.model,
+            return (e.time, e.path, -1 if e.frame is None else e.frame, e.label or e.reason,
+                    -1.0 if e.p_covid is None else e.p_covid, e.model,
                     e.sop_instance_uid, e.pixel_sha256)[col]
         return None
 
@@ -102,7 +103,7 @@ class HistoryFilter(QSortFilterProxyModel):
     def filterAcceptsRow(self, row, parent) -> bool:  # noqa: N802
         e = self.sourceModel().entry(row)
         day = e.time[:10]
-        if self._label and e.label != self._label:
+        if self._label and (e.label if e.judged else "Not judged") != self._label:
             return False
         if self._from and day < self._from:
             return False
@@ -135,7 +136,7 @@ class HistoryPanel(QWidget):
         self.view.doubleClicked.connect(self._reopen)
 
         self.label = QComboBox()
-        self.label.addItems(["All labels", "COVID", "non-COVID"])
+        self.label.addItems(["All labels", "COVID", "non-COVID", "Not judged"])
         self.text = QLineEdit()
         self.text.setPlaceholderText("Search file, model, UID…")
         self.text.setClearButtonEnabled(True)

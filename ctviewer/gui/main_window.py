@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
-from PySide6.QtCore import QSettings, Qt, QThreadPool, Signal
+from PySide6.QtCore import QSettings, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
@@ -29,7 +29,7 @@ from ctviewer.imaging.tags import annotations
 from .history_view import HistoryPanel
 from .menus import build_menus
 from .opening import OpeningMixin
-from .panels import PredictionPanel, SeriesPanel, TagPanel
+from .panels import PredictionPanel, SeriesPanel, StudyPanel, TagPanel
 from .viewer import SliceView
 from .workers import EXPLAIN, PREDICT, InferenceThread, ModelTask
 
@@ -57,7 +57,9 @@ class MainWindow(OpeningMixin, QMainWindow):
         self.series: list[Series] = []
         self.hashes: dict[Slice, str] = {}
         self.current = (-1, -1)
-        self.predictions: dict[str, tuple[float, str]] = {}
+        self.predictions: dict[str, tuple[float, str]] = {}  # by pixel hash: p(COVID), label (shown when judged)
+        self.reasons: list[list[str]] = []  # per series, per slice: the gate's reason, "" = judged
+        self.fractions: dict = {}  # Slice -> lung fraction
         self.refusals: dict[str, str] = {}
         self.heatmaps: OrderedDict[str, object] = OrderedDict()
         self.heatmap_errors: dict[str, str] = {}
@@ -84,6 +86,11 @@ class MainWindow(OpeningMixin, QMainWindow):
         self.worker = InferenceThread(self)
         self.worker.history = history
         self.worker.predicted.connect(self._on_predicted)
+        self.worker.gated.connect(self._on_gated)
+        self._study_timer = QTimer(self)
+        self._study_timer.setSingleShot(True)
+        self._study_timer.setInterval(150)
+        self._study_timer.timeout.connect(self._update_study)
         self.worker.refused.connect(self._on_refused)
         self.worker.explained.connect(self._on_explained)
         self.worker.explain_failed.connect(self._on_explain_failed)
@@ -118,7 +125,7 @@ class MainWindow(OpeningMixin, QMainWindow):
 
     def _build_docks(self) -> None:
         self.series_panel = SeriesPanel()
-        self.series_panel.seriesSelected.connect(lambda i: self.show_slice(i, 0))
+        self.series_panel.seriesSelected.connect(lambda i: i != self.current[0] and self.show_slice(i, self.lung_slice(i)))
         self.tag_panel = TagPanel()
         self.prediction_panel = PredictionPanel()
         self.prediction_panel.aboutRequested.connect(self.show_model_card)
@@ -136,6 +143,9 @@ class MainWindow(OpeningMixin, QMainWindow):
         self._tags_shown = False  # a dock tabbed behind another is not "hidden" for Qt: track the tab
         self.tags_dock.visibilityChanged.connect(self._on_tags_visibility)
         self.prediction_dock = self._dock("Model", self.prediction_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.study_panel = StudyPanel()
+        self.study_panel.sliceClicked.connect(lambda i: self.show_slice(self.current[0], i))
+        self.study_dock = self._dock("Study", self.study_panel, left)  # below the series list
         self.history_dock = self._dock("History", self.history_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.resizeDocks([self.history_dock], [170], Qt.Orientation.Vertical)
         self.resizeDocks([self.series_dock, self.prediction_dock], [230, 260], Qt.Orientation.Horizontal)
@@ -254,7 +264,9 @@ class MainWindow(OpeningMixin, QMainWindow):
         self._update_annotations()
         self._update_tags()
         self.slice_label.setText(f"{ser.label} — slice {index + 1}/{len(ser)} — {s.label}")
+        self.prediction_panel.set_where(f"Slice {index + 1} of {len(ser)} ({s.label})")
         self._show_cached_prediction()
+        self._study_timer.start()
         self._request_current(new_series)
         self.sliceShown.emit(si, index)
 
@@ -312,6 +324,16 @@ class MainWindow(OpeningMixin, QMainWindow):
         s = self.current_slice()
         return self.hashes.get(s) if s is not None else None
 
+    def reason_for(self, si: int, index: int) -> str:
+        """Why the slice may not be judged ("" when it may): the gate over its series."""
+        try:
+            return self.reasons[si][index]
+        except IndexError:
+            return ""
+
+    def current_reason(self) -> str:
+        return self.reason_for(*self.current)
+
     def _request_current(self, whole_series: bool = True) -> None:
         """Classify the slice on screen first, then the rest of its series."""
         s, key = self.current_slice(), self.current_hash()
@@ -324,13 +346,19 @@ class MainWindow(OpeningMixin, QMainWindow):
                     self.worker.request(PREDICT, k, other)
         if key not in self.predictions and key not in self.refusals:
             self.worker.request(PREDICT, key, s, urgent=True)
-        if self.heatmap_action.isChecked() and key not in self.heatmaps and key not in self.heatmap_errors:
+        if (self.heatmap_action.isChecked() and not self.current_reason() and key not in self.heatmaps
+                and key not in self.heatmap_errors):
             self.worker.request(EXPLAIN, key, s, urgent=True)
 
     def _show_cached_prediction(self) -> None:
         key = self.current_hash()
         threshold = self.classifier.card.threshold if self.classifier else 0.5
-        if key in self.predictions:
+        reason = self.current_reason()
+        if reason and key not in self.refusals:
+            self.prediction_panel.clear(f"Not judged: {reason}. The model judges only axial CT slices that show "
+                                        "lung: no label, no probability, no heatmap for this one.")
+            self.viewer.set_heatmap(None)
+        elif key in self.predictions:
             p, label = self.predictions[key]
             self.prediction_panel.show_prediction(label, p, threshold)
             self.predictionShown.emit(label, p)
@@ -349,11 +377,77 @@ class MainWindow(OpeningMixin, QMainWindow):
             self.history_panel.add(entry)
         if key == self.current_hash():
             self._show_cached_prediction()
+            if self.heatmap_action.isChecked():
+                self._request_current(False)
+        self._study_timer.start()
+
+    def _on_gated(self, key: str, s: Slice, p: float, reason: str, entry=None) -> None:
+        """A slice the gate stops on its own: its score is kept, and shown only when its
+        series admits it (``verdict.series_gate``: between lung slices)."""
+        label = self.classifier.label_for(p) if self.classifier is not None else ""
+        self._on_predicted(key, s, p, label, entry)
 
     def _on_refused(self, key: str, s: Slice, reason: str) -> None:
         self.refusals[key] = reason
         if key == self.current_hash():
             self._show_cached_prediction()
+        self._study_timer.start()
+
+    # --- the study -----------------------------------------------------------
+    def study_series(self, si: int) -> list[int]:
+        """Indices of the open series that belong to series ``si``'s study (DICOM Study
+        Instance UID; a series without one is a study of its own)."""
+        uid = self.series[si].study_instance_uid
+        if not uid:
+            return [si]
+        return [i for i, ser in enumerate(self.series) if ser.study_instance_uid == uid]
+
+    def study_results(self, si: int) -> tuple[list, int]:
+        """The study's slices as batch review's records (``SliceResult``) with the window's
+        scores and the gate's reasons, and how many are not scored yet."""
+        from ctviewer.study_batch import slice_position
+        from ctviewer.studies import SliceResult
+
+        out, pending = [], 0
+        for i in self.study_series(si):
+            for j, s in enumerate(self.series[i].slices):
+                key, reason = self.hashes.get(s), self.reason_for(i, j)
+                common = dict(path=s.path, frame=s.frame, sop_instance_uid=s.sop_instance_uid or "",
+                              series_uid=self.series[i].uid, position=slice_position(s),
+                              instance_number=s.instance_number, lung_fraction=float(self.fractions.get(s, 0.0)))
+                if key in self.refusals:
+                    out.append(SliceResult(**common, error=self.refusals[key], has_lung=False))
+                elif reason:
+                    out.append(SliceResult(**common, reason=reason, has_lung=False))
+                elif key in self.predictions:
+                    p, label = self.predictions[key]
+                    out.append(SliceResult(**common, p_covid=p, label=label))
+                else:
+                    pending += 1
+        return out, pending
+
+    def _update_study(self) -> None:
+        si, index = self.current
+        if not (0 <= si < len(self.series)):
+            self.study_panel.clear("No study")
+            return
+        threshold = self.classifier.card.threshold if self.classifier else 0.5
+        ser = self.series[si]
+        values = []
+        for j, s in enumerate(ser.slices):
+            key = self.hashes.get(s)
+            judged = not self.reason_for(si, j) and key not in self.refusals
+            values.append((self.predictions[key][0] if judged and key in self.predictions else None, judged))
+        self.study_panel.strip.set_values(values, index, threshold)
+        if self.classifier is None:
+            self.study_panel.title.setText("Study: waiting for the model")
+            return
+        from ctviewer.verdict import StudyCalibration, study_verdict
+
+        results, pending = self.study_results(si)
+        verdict = study_verdict(results, threshold, StudyCalibration.from_card(self.classifier.card))
+        self.study_panel.show_verdict(verdict, pending, len(self.study_series(si)))
+        self.study_verdict = verdict
 
     # --- heatmap -----------------------------------------------------------
     def set_heatmap(self, on: bool) -> None:
@@ -375,6 +469,9 @@ class MainWindow(OpeningMixin, QMainWindow):
         state = self.prediction_panel.heatmap_state
         if not self.heatmap_action.isChecked():
             state.setText("")
+            return
+        if self.current_reason():
+            state.setText(f"No heatmap: not judged ({self.current_reason()}).")
             return
         if key in self.heatmaps:
             if not self.viewer.has_heatmap():

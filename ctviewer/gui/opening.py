@@ -54,9 +54,10 @@ class OpeningMixin:
             return
         self.worker.discard_pending()
         self.series, self.hashes = result.series, result.hashes
+        self.reasons, self.fractions = result.reasons, result.fractions
         self.series_panel.set_series(self.series)
         self.current = (-1, -1)
-        si, index = 0, 0
+        si, index = 0, self.lung_slice(0)
         if self._select_after_open:
             path, frame = self._select_after_open
             for i, ser in enumerate(self.series):
@@ -65,6 +66,14 @@ class OpeningMixin:
                         si, index = i, j
         self.show_slice(si, index)
         self.opened.emit(len(self.series), len(refused))
+
+    def lung_slice(self, si: int) -> int:
+        """Where series ``si`` opens: the judged slice with the most lung (a slice through the
+        lungs, not the first file, which is often the neck or the abdomen); 0 when none."""
+        ser = self.series[si]
+        best = max(((self.fractions.get(s, 0.0), -j) for j, s in enumerate(ser.slices) if not self.reason_for(si, j)),
+                    default=None)
+        return -best[1] if best else 0
 
     def _report_refused(self, items: list[tuple[str, str]]) -> None:
         self.last_refused = items

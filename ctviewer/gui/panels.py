@@ -1,4 +1,4 @@
-"""Side panels: the model's opinion, the series list, the DICOM tag browser."""
+"""Side panels: the model's opinion, the study verdict, the series list, the DICOM tag browser."""
 
 from __future__ import annotations
 
@@ -50,6 +50,116 @@ class ColorLegend(QWidget):
         p.drawText(self.width() - p.fontMetrics().horizontalAdvance("high") - 2, y, "high")
 
 
+class ProbabilityStrip(QWidget):
+    """p(COVID) along the slices of a series, head (first slice) on the left: one bar per slice,
+    its height p(COVID), red at or above the threshold, blue below; a short grey tick for a slice
+    not judged (no lung, not axial); nothing yet for a slice not yet scored.  The slice on
+    screen is outlined.  A click selects that slice (``clicked(index)``)."""
+
+    clicked = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumHeight(56)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.values: list[tuple[float | None, bool]] = []  # (p, judged) per slice; judged with p None: pending
+        self.current = -1
+        self.threshold = 0.5
+        self.setToolTip("p(COVID) along the slices (head on the left); click to go to a slice")
+
+    def set_values(self, values, current: int, threshold: float) -> None:
+        self.values, self.current, self.threshold = list(values), current, threshold
+        self.update()
+
+    def index_at(self, x: float) -> int:
+        n = len(self.values)
+        return max(0, min(n - 1, int(x / max(1, self.width()) * n))) if n else -1
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        i = self.index_at(event.position().x())
+        if i >= 0:
+            self.clicked.emit(i)
+
+    def paintEvent(self, event) -> None:  # noqa: N802
+        p = QPainter(self)
+        r = self.rect().adjusted(0, 2, -1, -2)
+        p.fillRect(r, self.palette().base())
+        n = len(self.values)
+        if not n:
+            return
+        w = r.width() / n
+        h = r.height()
+        for i, (prob, judged) in enumerate(self.values):
+            x = r.left() + i * w
+            if not judged:
+                p.fillRect(int(x), r.bottom() - 3, max(1, int(w) - 1), 3, QColor("#9e9e9e"))
+                continue
+            if prob is None:
+                continue
+            colour = QColor("#d62728") if prob >= self.threshold else QColor("#1f77b4")
+            bar = max(2, int(round(prob * h)))
+            p.fillRect(int(x), r.bottom() - bar + 1, max(1, int(w) - 1), bar, colour)
+        p.setPen(QColor("#555555"))
+        y = r.bottom() - int(round(self.threshold * h))
+        p.drawLine(r.left(), y, r.right(), y)
+        if 0 <= self.current < n:
+            p.setPen(QColor("#ff9900"))
+            x = r.left() + self.current * w
+            p.drawRect(int(x), r.top(), max(2, int(w)), h - 1)
+
+
+class StudyPanel(QWidget):
+    """The study verdict for the open study, with the same rule as batch review
+    (``verdict.study_verdict`` over the gated slices), the number of lung slices judged, and
+    the p(COVID) strip of the series on screen."""
+
+    sliceClicked = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.title = QLabel("No study")
+        f = QFont(self.title.font())
+        f.setBold(True)
+        f.setPointSizeF(f.pointSizeF() * 1.3)
+        self.title.setFont(f)
+        self.counts = QLabel("")
+        self.counts.setWordWrap(True)
+        self.rule = QLabel("")
+        self.rule.setWordWrap(True)
+        self.rule.setStyleSheet("color: gray")
+        self.strip = ProbabilityStrip()
+        self.strip.clicked.connect(self.sliceClicked)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.title)
+        lay.addWidget(self.counts)
+        lay.addWidget(self.strip)
+        lay.addWidget(self.rule)
+        lay.addStretch(1)
+
+    def show_verdict(self, verdict, pending: int, n_series: int) -> None:
+        """``verdict``: a ``studies.Verdict`` over the slices scored so far; ``pending``: slices of
+        the study not scored yet (the verdict is provisional until 0)."""
+        colours = {"COVID": "#c0392b", "non-COVID": "#2e86c1"}
+        self.title.setStyleSheet(f"color: {colours.get(verdict.label, 'gray')}")
+        if verdict.label in ("COVID", "non-COVID", "uncertain"):
+            self.title.setText(f"Study: {verdict.label}, confidence {verdict.confidence:.0%}")
+        else:
+            self.title.setText(f"Study: {verdict.label}")
+        series = f" in {n_series} series" if n_series > 1 else ""
+        self.counts.setText(
+            f"{verdict.n_lung} lung slices judged{series}, {verdict.n_positive} called COVID; "
+            f"{verdict.n_excluded} not judged (no lung, not axial), {verdict.n_refused} refused"
+            + (f"; {pending} slices still being scored (provisional)" if pending else ""))
+        self.rule.setText(verdict.rule)
+
+    def clear(self, text: str) -> None:
+        self.title.setText(text)
+        self.title.setStyleSheet("")
+        self.counts.setText("")
+        self.rule.setText("")
+        self.strip.set_values([], -1, 0.5)
+
+
 class PredictionPanel(QWidget):
     """Label, p(COVID) as a bar, confidence, threshold, model; heatmap controls."""
 
@@ -59,6 +169,9 @@ class PredictionPanel(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
+        self.where = QLabel("")  # which slice the label belongs to
+        self.where.setWordWrap(True)
+        self.where.setStyleSheet("color: gray")
         self.label = QLabel("—")
         f = QFont(self.label.font())
         f.setPointSizeF(f.pointSizeF() * 1.8)
@@ -88,6 +201,7 @@ class PredictionPanel(QWidget):
         note.setStyleSheet("color: gray")
 
         lay = QVBoxLayout(self)
+        lay.addWidget(self.where)
         lay.addWidget(self.label)
         lay.addWidget(self.bar)
         lay.addWidget(self.detail)
@@ -114,6 +228,9 @@ class PredictionPanel(QWidget):
         else:
             self.model.setText(f"Model: {title}\nDecision threshold: p(COVID) ≥ {threshold:.2f}")
         self.about.setEnabled(title is not None)
+
+    def set_where(self, text: str) -> None:
+        self.where.setText(text)
 
     def clear(self, text: str) -> None:
         self.label.setText("—")

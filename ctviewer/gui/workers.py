@@ -38,6 +38,9 @@ class Opened:
     series: list[Series] = field(default_factory=list)
     errors: list[ImagingError] = field(default_factory=list)
     hashes: dict = field(default_factory=dict)  # Slice -> pixel hash
+    # per series (same order): the gate's reason for each slice, "" = judged (verdict.series_gate)
+    reasons: list = field(default_factory=list)
+    fractions: dict = field(default_factory=dict)  # Slice -> lung fraction (verdict.lung_fraction)
 
 
 class _OpenSignals(QObject):
@@ -57,9 +60,26 @@ class OpenTask(QRunnable):
         try:
             result.series, result.errors = find_series(self.paths)
             result.hashes = {s: pixel_hash(s.pixels) for series in result.series for s in series.slices}
+            result.reasons, result.fractions = gate_series_slices(result.series)
         except Exception as exc:  # noqa: BLE001 - a bug must become a message, not a dead worker
             result.errors.append(ImagingError(None, f"unexpected error while opening ({type(exc).__name__}: {exc})"))
         emit_queued(self.signals.finished, result)
+
+
+def gate_series_slices(series: list[Series]) -> tuple[list[list[str]], dict]:
+    """The gate over every opened series (the same as batch review's ``study_batch.gate_series``):
+    per series, each slice's reason ("" = the model may judge it), and each slice's lung fraction."""
+    from ctviewer.study_batch import slice_position
+    from ctviewer.verdict import gate_reason, lung_fraction, series_gate
+
+    reasons, fractions = [], {}
+    for ser in series:
+        own = []
+        for s in ser.slices:
+            fractions[s] = lung_fraction(s)
+            own.append(gate_reason(s, fractions[s]))
+        reasons.append(series_gate(own, [slice_position(s) for s in ser.slices]))
+    return reasons, fractions
 
 
 def emit_queued(signal, *args) -> None:
@@ -108,6 +128,7 @@ class InferenceThread(QThread):
     """Classifies and explains slices off the GUI thread, most recent priority first."""
 
     predicted = Signal(str, object, float, str, object)  # hash, Slice, p_covid, label, HistoryEntry | None
+    gated = Signal(str, object, float, str, object)  # hash, Slice, p_covid (not to be shown), reason, HistoryEntry
     refused = Signal(str, object, str)  # hash, Slice, reason
     explained = Signal(str, object)  # hash, heatmap in slice coordinates (H, W) float32
     explain_failed = Signal(str, str)  # hash, reason
@@ -184,39 +205,46 @@ class InferenceThread(QThread):
                         self.explain_failed.emit(key, f"{type(exc).__name__}: {exc}")
 
     def _predict(self, items: list[tuple[str, Slice]]) -> None:
-        from ctviewer.imaging import to_model_input
+        from ctviewer.batch import gated_input
 
         clf = self._clf
         ready, inputs = [], []
         for key, s in items:
             try:
                 check_classifiable([s])
-                inputs.append(to_model_input(s, clf.params))
-                ready.append((key, s))
+                x, reason, _ = gated_input(s, clf.params, always=True)
+                inputs.append(x)
+                ready.append((key, s, reason))
             except ImagingError as exc:
                 self.refused.emit(key, s, exc.reason)
         if not inputs:
             return
         probs = clf.probabilities(np.stack(inputs))
-        for (key, s), p in zip(ready, probs):
+        for (key, s, reason), p in zip(ready, probs):
             label = clf.label_for(float(p))
-            self.predicted.emit(key, s, float(p), label, self._store(clf, key, s, float(p), label))
+            entry = self._store(clf, key, s, float(p), label, reason)
+            if reason:  # the slice alone is not judged; the window's series gate may still admit it
+                self.gated.emit(key, s, float(p), reason, entry)
+            else:
+                self.predicted.emit(key, s, float(p), label, entry)
 
-    def _store(self, clf, key: str, s: Slice, p: float, label: str):
-        """Write the prediction to the history (one durable transaction); the entry, or None."""
+    def _store(self, clf, key: str, s: Slice, p: float, label: str, reason: str = ""):
+        """Write the prediction (or, with ``reason``, the slice not judged: no label, no p) to the
+        history (one durable transaction); the entry, or None."""
         if self.history is None:
             return None
         from ctviewer.history import HistoryEntry, HistoryError
 
         now = datetime.now(timezone.utc).replace(microsecond=0)
-        rec = Record(s.path, s.frame, s.sop_instance_uid or "", label, p, "", clf.card.title, key)
+        rec = Record(s.path, s.frame, s.sop_instance_uid or "", "" if reason else label, None if reason else p, "",
+                     clf.card.title, key, reason)
         try:
             row = self.history.add(rec, time=now)
         except HistoryError as exc:
             self.history_failed.emit(str(exc))
             return None
         return HistoryEntry(row, now.strftime("%Y-%m-%dT%H:%M:%SZ"), rec.path, rec.frame, rec.sop_instance_uid,
-                            key, label, p, rec.model)
+                            key, rec.label, rec.p_covid, rec.model, reason)
 
     def _explain(self, key: str, s: Slice) -> None:
         from ctviewer.imaging.preprocess import heatmap_to_slice, model_input_and_box
