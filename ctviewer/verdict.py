@@ -65,6 +65,9 @@ LUNG_MIN_FRACTION: float = 0.05
 CROP_FRAME_SHARE: float = 0.2
 #: A DICOM slice without position this many times wider than tall is a scout.
 SCOUT_ASPECT: float = 1.6
+#: No study verdict is shown as surer than this: the fitted curve goes to 1 with many
+#: concordant slices, but one validation COVID pseudo-study had 0 of 25 slices positive.
+MAX_CONFIDENCE: float = 0.99
 _PARAMS = PreprocessParams()
 LUNG_WINDOW = (_PARAMS.window_center, _PARAMS.window_width)  # the window lung_fraction reads
 LUNG_PARAMS = (*LUNG_WINDOW, _PARAMS.raster_intensity)  # ... and how it reads 8-bit slices
@@ -269,7 +272,7 @@ def study_verdict(results: Sequence[SliceResult], threshold: float = 0.5,
     score = n_pos / n
     p = cal.p_covid(n_pos, n)
     leaning = "COVID" if p >= 0.5 else "non-COVID"
-    confidence = max(p, 1.0 - p)
+    confidence = min(MAX_CONFIDENCE, max(p, 1.0 - p))
     label = leaning if confidence >= cal.uncertain_below else "uncertain"
     why = (f"{n_pos} of {n} lung slices ({score:.0%}) have p(COVID) >= {threshold:.2f}, "
            f"which gives P(COVID study) = {p:.2f} (study calibration: {cal.fitted_on or 'unnamed'})")

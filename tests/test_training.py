@@ -396,3 +396,32 @@ def test_tables_gather_left_out_sources_and_the_replaced_model_into_the_card(tmp
     assert card.extra["replaces"]["per_source"]["b"]["n_slices"] == 40 and card.extra["replaces"]["version"] == "2"
     report = (ship / "report.html").read_text()
     assert "Leave one source out" in report and "Per source" in report and "replaces" in report
+
+
+def test_study_calibration_fit_learns_correlated_slices():
+    """training.study_calibration: pseudo-studies where whole studies are missed (0 of 25 slices
+    positive although COVID) and one-slice studies at chance: the fitted curve must not make a
+    single slice or a modest majority look certain, and must call clear studies."""
+    from training.study_calibration import fit, pseudo_studies, reliability
+
+    rng = np.random.default_rng(0)
+    p, y, groups, sources = [], [], [], []
+    for g in range(30):  # 25-slice studies: COVID ones mostly positive, one missed entirely
+        covid = g % 2
+        share = (0.0 if g == 1 else 0.85) if covid else 0.1
+        p += list((rng.random(25) < share).astype(float) * 0.8 + 0.1)
+        y += [covid] * 25
+        groups += [f"b{g}"] * 25
+        sources += ["blocks"] * 25
+    for g in range(60):  # one-slice studies at chance
+        p.append(float(rng.random()))
+        y.append(g % 2)
+        groups.append(f"s{g}")
+        sources.append("single")
+    studies = pseudo_studies(np.array(p), np.array(y), np.array(groups), np.array(sources), 0.5)
+    assert len(studies) == 90 and {s["n"] for s in studies} == {1, 25}
+    cal = fit(studies, "synthetic")
+    assert max(cal.p_covid(1, 1), 1 - cal.p_covid(0, 1)) < 0.75  # one slice: uncertain
+    assert cal.p_covid(24, 25) > 0.75 and cal.p_covid(1, 25) < 0.25  # clear studies get a label
+    rel = reliability(studies, lambda s: cal)
+    assert sum(r["studies"] for r in rel["bands"]) == 90

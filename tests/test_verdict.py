@@ -319,3 +319,23 @@ def test_white_lungs_are_recognised_from_their_series(SHARED_DATA):
     by_number = dict(zip(numbers, gated))
     assert all(by_number[n] == "" for n in range(11, 33))
     assert all(by_number[n] == NO_LUNG for n in range(1, 9))
+
+
+def test_bundled_card_study_calibration_is_reliable():
+    """Issue 13: the bundled card carries the study calibration fitted on validation pseudo-studies
+    of every source (python -m training study-calibration), and verdicts given with confidence >= 0.9
+    there were right >= 90 % of the time; the examples of the issue get no false certainty."""
+    from ctviewer.inference.card import ModelCard
+    from ctviewer.paths import resources_dir
+
+    card = ModelCard.load(resources_dir() / "models" / "ct-resnet50")
+    block = card.extra["study_verdict"]
+    assert set(block["pseudo_studies"]) == {"sarscov2-dev", "ucsd", "mosmed"}
+    top = next(r for r in block["reliability"]["all sources, in-sample"]["bands"] if r["confidence"].startswith("0.90"))
+    assert top["studies"] > 0 and top["right"] / top["studies"] >= 0.9
+    cal = StudyCalibration.from_card(card)
+    assert cal is not DEFAULT_CALIBRATION and "pseudo-studies" in cal.fitted_on
+    for k, n in ((9, 11), (96, 161), (55, 113)):
+        v = study_verdict(_results(k, n - k), calibration=cal)
+        assert v.confidence < 0.9, (k, n, v)
+    assert study_verdict(_results(55, 113 - 55), calibration=cal).label == "uncertain"

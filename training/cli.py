@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     tb.add_argument("--replaces", default=None, metavar="METRICS_JSON",
                     help="metrics.json of 'evaluate --split validation' for the model this one replaces")
     tb.add_argument("--replaced-card", default=None, metavar="DIR", help="that model's package (name, version, hash)")
+    sc = sub.add_parser("study-calibration",
+                        help="fit the study verdict's confidence on validation pseudo-studies; store it in the card")
+    sc.add_argument("--model", required=True, help="the model package (its model-card.json is updated)")
+    sc.add_argument("--data", required=True, nargs="+", help="folder(s) with one subfolder per class (one source each)")
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--val-fraction", type=float, default=0.2)
+    sc.add_argument("--block", type=int, default=25)
     args = sys.argv[1:] if argv is None else list(argv)
     a = ap.parse_args(args)
     if a.cmd == "train":
@@ -78,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
 
         attach(a.ship, a.loso, a.replaces, a.replaced_card)
         return 0
+    if a.cmd == "study-calibration":
+        from .study_calibration import main as study_main
+
+        return study_main(a.model, a.data, a.seed, a.val_fraction, a.block, args)
     if a.cmd == "export":
         from .export import main as export_main
 
