@@ -179,7 +179,8 @@ def _startup_probe(app: QApplication, win) -> None:
 
 
 def _screenshot(app: QApplication, win, a: argparse.Namespace) -> int:
-    """Open ``a.paths``, wait for the prediction (and heatmap), save the window, exit."""
+    """Open ``a.paths``, wait for the prediction (and heatmap) of the slice on screen, or for the
+    reason it is not judged, and for the study panel's final verdict; save the window, exit."""
     state = {"code": 1, "message": "timed out waiting for the prediction"}
     w, _, h = a.size.partition("x")
     win.resize(int(w), int(h))
@@ -189,12 +190,25 @@ def _screenshot(app: QApplication, win, a: argparse.Namespace) -> int:
         state.update(code=code, message=message)
         QTimer.singleShot(0, lambda: app.exit(code))  # also correct before the loop runs
 
+    study = {"pending": None}
+
     def capture() -> None:
-        if a.heatmap and not win.viewer.has_heatmap():
-            return
-        if win.prediction_panel.prediction_text() in ("", "—"):
-            return
+        if study["pending"] != 0 or state.get("saving"):
+            return  # the study panel is not final yet
+        reason = win.current_reason()
+        if not reason:
+            if a.heatmap and not win.viewer.has_heatmap():
+                return
+            if win.prediction_panel.prediction_text() in ("", "—"):
+                return
+        else:
+            print(f"ctviewer --screenshot: the slice on screen is not judged: {reason}", file=sys.stderr)
+        state["saving"] = True
         QTimer.singleShot(200, save)
+
+    def on_study(pending: int) -> None:
+        study["pending"] = pending
+        capture()
 
     def save() -> None:
         app.processEvents()
@@ -216,6 +230,7 @@ def _screenshot(app: QApplication, win, a: argparse.Namespace) -> int:
 
     win.predictionShown.connect(lambda *_: capture())
     win.heatmapShown.connect(capture)
+    win.studyUpdated.connect(on_study)
     win.opened.connect(opened)
     win.modelFailed.connect(lambda msg: finish(1, f"cannot use the model: {msg}"))
     win.worker.refused.connect(lambda *_: QTimer.singleShot(0, refused))

@@ -45,6 +45,7 @@ class MainWindow(OpeningMixin, QMainWindow):
     modelFailed = Signal(str)
     opened = Signal(int, int)  # series, refused files
     sliceShown = Signal(int, int)  # series index, slice index
+    studyUpdated = Signal(int)  # slices of the study on screen still being scored (0: the verdict is final)
 
     def __init__(self, history=None, model_dir: str | None = None, load_model: bool = True):
         super().__init__()
@@ -149,6 +150,7 @@ class MainWindow(OpeningMixin, QMainWindow):
         self.history_dock = self._dock("History", self.history_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.resizeDocks([self.history_dock], [170], Qt.Orientation.Vertical)
         self.resizeDocks([self.series_dock, self.prediction_dock], [230, 260], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.series_dock, self.study_dock], [160, 300], Qt.Orientation.Vertical)
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -448,6 +450,7 @@ class MainWindow(OpeningMixin, QMainWindow):
         verdict = study_verdict(results, threshold, StudyCalibration.from_card(self.classifier.card))
         self.study_panel.show_verdict(verdict, pending, len(self.study_series(si)))
         self.study_verdict = verdict
+        self.studyUpdated.emit(pending)
 
     # --- heatmap -----------------------------------------------------------
     def set_heatmap(self, on: bool) -> None:
