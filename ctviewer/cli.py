@@ -209,8 +209,8 @@ def report(argv: list[str]) -> int:
                     print(f"ctviewer report: {dest}: {kind} not written ({type(exc).__name__}: {exc})", file=sys.stderr)
                     failed = True
             v = result.verdict
-            counts = (f"{len(result.slices)} slices: {v.n_lung} with lung ({v.n_positive} COVID), "
-                      f"{v.n_excluded} without lung, {v.n_refused} refused") if v else f"{len(result.slices)} slices"
+            counts = (f"{len(result.slices)} slices: {v.n_lung} lung slices judged ({v.n_positive} COVID), "
+                      f"{v.n_excluded} not judged (no lung, not axial), {v.n_refused} refused") if v else f"{len(result.slices)} slices"
             verdict = f"{v.label} (confidence {v.confidence:.2f})" if v else "no verdict"
             print(f"study {n}/{len(jobs)} {pseudonym(study.uid, a.anonymize)}: {verdict}; {counts} -> {', '.join(written) or 'nothing written'}",
                   file=sys.stderr)
