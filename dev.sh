@@ -24,7 +24,8 @@ fi
 cmd=${1:-run}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-    run) exec "$VENV/bin/ctviewer" "$@" ;;
+    run) "$VENV/bin/ctviewer" --check-platform 2>/dev/null || { "$VENV/bin/ctviewer" --check-platform; exit 1; }
+         exec "$VENV/bin/ctviewer" "$@" ;;
     test) QT_QPA_PLATFORM=offscreen TF_CPP_MIN_LOG_LEVEL=2 exec "$VENV/bin/python" -m pytest "$@" ;;
     bundle)
         start=$(date +%s)

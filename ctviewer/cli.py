@@ -5,6 +5,8 @@
 ``ctviewer --screenshot OUT.png [--heatmap] PATH``
                                   open PATH in the real window, wait for the
                                   prediction (and heatmap), save the window, exit
+``ctviewer --check-platform``    can a window open here (Qt platform, display, the xcb
+                                  libraries)?  Says what is missing and how to install it
 ``ctviewer --self-test``         verify the model's hash and classify the bundled
                                   samples against their shipped results (exit 0/1)
 ``ctviewer classify PATH...``     classify files, folders (recursive) and DICOMDIRs;
@@ -227,8 +229,26 @@ def report(argv: list[str]) -> int:
     return EXIT_REFUSED if failed else EXIT_OK
 
 
+def check_platform() -> int:
+    """``ctviewer --check-platform``: can Qt open a window here?  0 yes, 1 no (and why)."""
+    from ctviewer.platform_check import platform_name, problem, report
+
+    message = problem()
+    if message:
+        report(message)
+        return EXIT_REFUSED
+    print(f"ctviewer: the Qt platform '{platform_name()}' can open a window here", file=sys.stderr)
+    return EXIT_OK
+
+
 def launch(argv: list[str]) -> int:
     """The desktop application (``ctviewer [PATH...] [--screenshot OUT.png [--heatmap]]``)."""
+    from ctviewer.platform_check import problem, report
+
+    message = problem()
+    if message:  # Qt would print a message nobody can act on, and abort
+        report(message)
+        return EXIT_REFUSED
     try:
         from ctviewer.gui.app import run
     except ImportError as exc:
@@ -251,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         from ctviewer.selftest import run
 
         return run()
+    if argv and argv[0] == "--check-platform":
+        return check_platform()
     if argv and argv[0] == "--version":
         from ctviewer import __version__
 

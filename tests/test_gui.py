@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QDate, QPointF, QSettings, QSize, Qt, QThreadPool  # noqa: E402
+from PySide6.QtCore import QDate, QPoint, QPointF, QSettings, QSize, Qt, QThreadPool  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
@@ -766,3 +766,26 @@ def test_bundled_model_calls_the_covid_sample_covid_and_explains_it(qtbot, windo
     assert w.viewer._show_overlay
     (entry,) = w.history.entries()
     assert entry.label == "COVID" and entry.path == str(COVID_PNG)
+
+
+def test_study_panel_covers_every_series_of_the_study(qtbot, windows, SHARED_DATA):
+    """Issue 13: the study panel's verdict (batch review's rule) covers all series of the open study:
+    Lung-PET-CT-Dx A0002 is one scan reconstructed twice (two series of 16 slices).  The viewer
+    scores the other series too, so the verdict becomes final; the strip shows the series on screen."""
+    w = windows.new()
+    qtbot.waitUntil(lambda: w.classifier is not None, timeout=WAIT_MS)
+    finals = []
+    w.studyUpdated.connect(lambda pending: pending == 0 and finals.append(w.study_verdict))
+    open_and_wait(qtbot, w, [SHARED_DATA / "dicom" / "Lung-PET-CT-Dx" / "Lung_Dx-A0002"])
+    assert len(w.series) == 2 and w.study_series(0) == [0, 1]
+    qtbot.waitUntil(lambda: bool(finals), timeout=WAIT_MS)
+    v = finals[-1]
+    assert v.n_lung + v.n_excluded + v.n_refused == 32
+    assert w.reason_for(*w.current) == ""  # it opened on a lung slice
+    assert "in 2 series" in w.study_panel.counts.text()
+    assert len(w.study_panel.strip.values) == 16
+    # a click on the strip moves to that slice
+    strip = w.study_panel.strip
+    with qtbot.waitSignal(w.sliceShown, timeout=WAIT_MS):
+        qtbot.mouseClick(strip, Qt.MouseButton.LeftButton, pos=QPoint(int(strip.width() * 0.5 / 16), 10))
+    assert w.current[1] == 0

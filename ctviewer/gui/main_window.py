@@ -337,15 +337,18 @@ class MainWindow(OpeningMixin, QMainWindow):
         return self.reason_for(*self.current)
 
     def _request_current(self, whole_series: bool = True) -> None:
-        """Classify the slice on screen first, then the rest of its series."""
+        """Classify the slice on screen first, then the rest of its series, then the other
+        series of its study (the study panel's verdict needs them all)."""
         s, key = self.current_slice(), self.current_hash()
         if s is None or key is None or self.classifier is None:
             return
         if whole_series:
-            for other in self.series[self.current[0]].slices:
-                k = self.hashes[other]
-                if k not in self.predictions and k not in self.refusals:
-                    self.worker.request(PREDICT, k, other)
+            si = self.current[0]
+            for i in [si] + [i for i in self.study_series(si) if i != si]:
+                for other in self.series[i].slices:
+                    k = self.hashes[other]
+                    if k not in self.predictions and k not in self.refusals:
+                        self.worker.request(PREDICT, k, other)
         if key not in self.predictions and key not in self.refusals:
             self.worker.request(PREDICT, key, s, urgent=True)
         if (self.heatmap_action.isChecked() and not self.current_reason() and key not in self.heatmaps
