@@ -17,6 +17,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+def pytest_report_header(config):
+    scale = os.environ.get("QT_SCALE_FACTOR")
+    return f"Qt platform: {os.environ['QT_QPA_PLATFORM']}" + (f", scale factor {scale}" if scale else "")
+
+
 @pytest.fixture(scope="session")
 def SHARED_DATA() -> Path:
     """Path of ``../shared/data``; skips the test when it is absent."""

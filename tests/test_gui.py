@@ -719,7 +719,8 @@ def test_screenshot_command_saves_the_window(tmp_path, tiny_model):
     assert f"saved {out}" in r.stderr
     image = QImage(str(out))
     assert not image.isNull() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert image.size() == QSize(1280, 820)  # the window's default --size
+    scale = float(os.environ.get("QT_SCALE_FACTOR", "1") or 1)  # high-DPI: device pixels
+    assert image.size() == QSize(round(1280 * scale), round(820 * scale))  # the window's default --size
     with History(tmp_path / "cli-data" / "history.sqlite3") as hist:  # the temporary history, not the user's
         assert [Path(e.path).name for e in hist.entries()] == [PNG.name]
 
@@ -789,3 +790,15 @@ def test_study_panel_covers_every_series_of_the_study(qtbot, windows, SHARED_DAT
     with qtbot.waitSignal(w.sliceShown, timeout=WAIT_MS):
         qtbot.mouseClick(strip, Qt.MouseButton.LeftButton, pos=QPoint(int(strip.width() * 0.5 / 16), 10))
     assert w.current[1] == 0
+
+
+def test_runs_on_the_expected_qt_platform(qapp):
+    """CI runs this suite a second time on a real X server (Xvfb, QT_QPA_PLATFORM=xcb) and says so in
+    CTVIEWER_EXPECT_QT_PLATFORM: this fails if Qt quietly used another platform."""
+    expected = os.environ.get("CTVIEWER_EXPECT_QT_PLATFORM")
+    if not expected:
+        pytest.skip("CTVIEWER_EXPECT_QT_PLATFORM is not set (the offscreen run)")
+    assert qapp.platformName() == expected
+    scale = os.environ.get("QT_SCALE_FACTOR")
+    if scale:
+        assert qapp.primaryScreen().devicePixelRatio() == pytest.approx(float(scale))
