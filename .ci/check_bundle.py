@@ -1,13 +1,53 @@
-"""CI check of the built bundle (dist/ctviewer): no training framework travelled with it.
+"""CI check of the built bundle (dist/ctviewer).
 
-The application runs its model with ONNX Runtime; TensorFlow, Keras, JAX, PyTorch and the
-libraries only they use are training tools.  Exits 1 and names what it found.
+1. No training framework travelled with it: the application runs its model with ONNX
+   Runtime; TensorFlow, Keras, JAX, PyTorch and the libraries only they use are training tools.
+2. (Linux) Qt's xcb platform plugin in the bundle opens a window on a stock desktop: ``ldd`` of
+   ``libqxcb.so``, with the library path the bundle's launcher sets, resolves every library either
+   inside the bundle or to one every Linux desktop has (libc and the loader, libX11's core,
+   libxcb itself, OpenGL/EGL); ``libxcb-cursor.so.0``, which Qt loads at run time, is in the
+   bundle.  A build machine without the xcb utility libraries makes a bundle that needs them.
+Exits 1 and names what it found.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
+
+# Libraries a bundle may take from the system: what every Linux desktop has.
+SYSTEM_OK = re.compile(r"^(linux-vdso|ld-linux[-\w.]*|libc|libm|libdl|libpthread|librt|libresolv|libutil|libxcb|"
+                       r"libGL|libEGL|libGLX|libGLdispatch|libOpenGL)\.so(\.\d+)*$")
+RUNTIME_LOADED = ("libxcb-cursor.so.0",)
+
+
+def check_xcb(base: Path) -> list[str]:
+    """Problems of the xcb platform plugin in the bundle (empty when it will load)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    plugins = sorted(base.rglob("libqxcb.so"))
+    if not plugins:
+        return ["no Qt xcb platform plugin (libqxcb.so) in the bundle"]
+    internal = base / "_internal" if (base / "_internal").is_dir() else base
+    env = {**os.environ, "LD_LIBRARY_PATH": str(internal)}  # what PyInstaller's launcher sets
+    out = subprocess.run(["ldd", str(plugins[0])], capture_output=True, text=True, env=env, check=False).stdout
+    problems = []
+    for line in out.splitlines():
+        m = re.match(r"\s*(\S+)\s+=>\s+(.*?)\s*(\(0x[0-9a-f]+\))?$", line)
+        if not m:
+            continue
+        name, where = m.group(1), m.group(2)
+        if where == "not found":
+            problems.append(f"{name} not found")
+        elif not Path(where).resolve().is_relative_to(base.resolve()) and not SYSTEM_OK.match(name):
+            problems.append(f"{name} is taken from the build machine ({where}), not the bundle")
+    for name in RUNTIME_LOADED:
+        if not any(base.rglob(name)):
+            problems.append(f"{name} (loaded by Qt at run time) is not in the bundle")
+    return problems
 
 FORBIDDEN = ("tensorflow", "keras", "jax", "jaxlib", "torch", "tf2onnx", "tensorboard", "libtensorflow")
 
@@ -25,6 +65,13 @@ def main(root: str = "dist/ctviewer") -> int:
         print(f"check_bundle: training frameworks in the bundle: {', '.join(found[:20])}", file=sys.stderr)
         return 1
     print(f"check_bundle: no training framework in {base} ({size / 1e6:.0f} MB)")
+    xcb = check_xcb(base)
+    if xcb:
+        print("check_bundle: the xcb platform plugin would not load on a stock desktop: " + "; ".join(xcb)
+              + " (install the xcb libraries before building: see .ci/run)", file=sys.stderr)
+        return 1
+    if sys.platform.startswith("linux"):
+        print("check_bundle: Qt's xcb plugin resolves every library inside the bundle or to libc, libxcb, X11 and GL")
     return 0
 
 
