@@ -18,6 +18,9 @@
                                   Capture of the most suspicious slice's heatmap), and
                                   one CSV of all slices of all studies
 
+``ctviewer anonymize PATH... --to DIR [--key FILE] [--allow-burned-in]``
+                                  de-identified copies of whole studies (ctviewer.deid)
+
 Exit status of ``classify``: 0 every input classified, 1 some refused (each in
 its row), 2 usage error (bad arguments, missing path, unusable model).
 
@@ -146,7 +149,11 @@ def report(argv: list[str]) -> int:
     ap.add_argument("--sc", default=None, metavar="OUT.dcm",
                     help="DICOM Secondary Capture of the most suspicious slice with its heatmap (one per study)")
     ap.add_argument("--csv", default=None, metavar="OUT.csv", help="CSV of every slice of every study")
-    ap.add_argument("--anonymize", action="store_true", help="no patient name, ID, birth date or file paths")
+    ap.add_argument("--anonymize", action="store_true",
+                    help="de-identify every output (DICOM PS3.15 Basic Profile, modified dates, clean descriptors)")
+    ap.add_argument("--key", default=None, metavar="FILE",
+                    help="with --anonymize: keep the pseudonym secret and the mapping here (mode 0600) to "
+                         "re-identify later; the same key gives the same pseudonyms as 'ctviewer anonymize'")
     ap.add_argument("--model", default=None, metavar="DIR", help="model package folder (default: the bundled model)")
     a = ap.parse_args(argv)
     if not _paths_exist("ctviewer report", a.paths):
@@ -175,13 +182,18 @@ def report(argv: list[str]) -> int:
     except HistoryError as exc:
         print(f"ctviewer report: the batches are not recorded: {exc}", file=sys.stderr)
         history = None
+    if a.key and not a.anonymize:
+        print("ctviewer report: --key goes with --anonymize", file=sys.stderr)
+        return EXIT_USAGE
+    from ctviewer.deid import Deidentifier
+
+    deid = Deidentifier(key_file=a.key) if a.anonymize else None
     several = len(jobs) > 1
     results = []
     failed = bool(scan_errors)
     try:
         for n, (patient, study) in enumerate(jobs, 1):
             result = classify_study(study, patient, clf)
-            results.append(result)
             if history is not None:
                 try:
                     history.add_batch(result)
@@ -191,6 +203,10 @@ def report(argv: list[str]) -> int:
             failed |= n_refused > 0
             written = []
             thumbs = suspicious_thumbnails(result, clf)
+            if deid is not None:  # one de-identifier for the whole export: consistent pseudonyms
+                result = deid.study_result(result)
+                thumbs = deid.thumbnails(thumbs, result)
+            results.append(result)
             outputs = [("PDF", a.pdf, lambda dest: write_pdf(result, dest, clf.card, thumbs, anonymize=a.anonymize,
                                                                 software_version=__version__))]
             if a.sr:
@@ -214,8 +230,8 @@ def report(argv: list[str]) -> int:
             counts = (f"{len(result.slices)} slices: {v.n_lung} lung slices judged ({v.n_positive} COVID), "
                       f"{v.n_excluded} not judged (no lung, not axial), {v.n_refused} refused") if v else f"{len(result.slices)} slices"
             verdict = f"{v.label} (confidence {v.confidence:.2f})" if v else "no verdict"
-            print(f"study {n}/{len(jobs)} {pseudonym(study.uid, a.anonymize)}: {verdict}; {counts} -> {', '.join(written) or 'nothing written'}",
-                  file=sys.stderr)
+            print(f"study {n}/{len(jobs)} {pseudonym(result.study.uid, a.anonymize)}: {verdict}; {counts} -> "
+                  f"{', '.join(written) or 'nothing written'}", file=sys.stderr)
         if a.csv:
             try:
                 n_rows = write_csv(results, a.csv, anonymize=a.anonymize)
@@ -226,7 +242,36 @@ def report(argv: list[str]) -> int:
     finally:
         if history is not None:
             history.close()
+        if deid is not None and deid.save_key():
+            print(f"the re-identification key was written to {a.key} (keep it private)", file=sys.stderr)
     return EXIT_REFUSED if failed else EXIT_OK
+
+
+def anonymize(argv: list[str]) -> int:
+    """``ctviewer anonymize PATH... --to DIR``: de-identified copies of whole studies."""
+    ap = argparse.ArgumentParser(prog="ctviewer anonymize",
+                                 description="De-identified copies of DICOM studies (and PNG/JPEG slices).")
+    ap.add_argument("paths", nargs="+", metavar="PATH", help="series, studies, folders (recursive), DICOMDIRs")
+    ap.add_argument("--to", required=True, metavar="DIR", help="where the copies go (created)")
+    ap.add_argument("--key", default=None, metavar="FILE",
+                    help="keep the pseudonym secret and the mapping here (mode 0600); reuse it with 'report --key'")
+    ap.add_argument("--allow-burned-in", action="store_true",
+                    help="copy images whose pixels may carry text (BurnedInAnnotation YES, secondary captures)")
+    a = ap.parse_args(argv)
+    if not _paths_exist("ctviewer anonymize", a.paths):
+        return EXIT_USAGE
+    from ctviewer.anonymize import anonymize_paths
+
+    done, refused = anonymize_paths(a.paths, a.to, key_file=a.key, allow_burned_in=a.allow_burned_in,
+                                    progress=_Progress)
+    for path, reason in refused:
+        print(f"ctviewer anonymize: refused {path}: {reason}", file=sys.stderr)
+    if not done and not refused:
+        print("ctviewer anonymize: no DICOM or PNG/JPEG files found", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{done} files anonymised into {a.to}, {len(refused)} refused"
+          + (f"; the re-identification key is {a.key} (keep it private)" if a.key else ""), file=sys.stderr)
+    return EXIT_REFUSED if refused else EXIT_OK
 
 
 def check_platform() -> int:
@@ -264,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         return classify(argv[1:])
     if argv and argv[0] == "report":
         return report(argv[1:])
+    if argv and argv[0] == "anonymize":
+        return anonymize(argv[1:])
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return EXIT_OK

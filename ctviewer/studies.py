@@ -98,6 +98,7 @@ class StudyResult:
     started: str = ""  # ISO 8601 UTC
     finished: str = ""
     cancelled: bool = False
+    deidentified: bool = False  # made by deid.Deidentifier.study_result: pseudonyms, shifted dates
 
 
 @dataclass(frozen=True, eq=False)

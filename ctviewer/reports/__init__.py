@@ -5,19 +5,13 @@ never ``pyplot`` and never ``matplotlib.use``, so the GUI's backend is left
 alone), pydicom and the standard library.  The writers are imported lazily
 (``from ctviewer.reports import write_pdf`` loads matplotlib only then).
 
-Anonymisation, the same in every writer (``anonymize=True``):
-
-- no patient name, patient ID, birth date (nor sex, accession number, in the
-  PDF and DICOM outputs); the PDF says "anonymised";
-- no file paths: the CSV keeps only file names (``path`` column), the PDF
-  and the DICOM objects carry neither paths nor file names;
-- pseudo-study/series keys ``"folder:<absolute folder>"`` (PNG/JPEG folders,
-  whose folder name is often the patient's name) become
-  ``"folder:<12 hex digits of SHA-256 of the key>"``: stable, so rows of the
-  same folder still group, but the path is gone (``pseudonym``);
-- error texts have any path replaced by its file name (``redact``).
-
-DICOM UIDs are kept: they are what ties the outputs to the images.
+Anonymisation, the same in every writer (``anonymize=True``): the writer reads the
+de-identified copy of the study record (``deidentified``, ``ctviewer.deid``: DICOM PS3.15
+Basic Profile with modified dates and clean descriptors): a pseudonymous patient ID, no
+name, birth date, sex or accession number, study/series/instance UIDs replaced consistently
+within the export (the SR's references point at the anonymised images' UIDs when the same
+``Deidentifier`` or key file anonymised them), dates shifted per patient, descriptions
+removed unless allow-listed, file names replaced by pseudonyms, paths in messages too.
 
 Every writer writes to a temporary file beside the destination and moves it
 into place with ``os.replace``: a reader never sees half a report.
@@ -52,6 +46,17 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def deidentified(result, anonymize: bool):
+    """The record a writer may show: ``result`` itself, or with ``anonymize`` its de-identified
+    copy (``deid.Deidentifier.study_result``; a fresh Deidentifier when the caller did not make
+    one for the whole export)."""
+    if not anonymize or getattr(result, "deidentified", False):
+        return result
+    from ctviewer.deid import Deidentifier
+
+    return Deidentifier().study_result(result)
 
 
 def pseudonym(uid: str, anonymize: bool) -> str:

@@ -23,7 +23,7 @@ import csv
 import os
 from typing import Iterable
 
-from ctviewer.reports import atomic_path, pseudonym, redact
+from ctviewer.reports import atomic_path, deidentified, pseudonym, redact
 from ctviewer.studies import SliceResult, StudyResult
 
 CSV_COLUMNS = (
@@ -40,12 +40,12 @@ def _num(value) -> str:
 def _row(result: StudyResult, s: SliceResult, anonymize: bool) -> dict[str, str]:
     verdict = result.verdict
     return {
-        "patient_id": "" if anonymize else result.patient.patient_id,
+        "patient_id": result.patient.patient_id,
         "patient_name": "" if anonymize else result.patient.name,
         "study_uid": pseudonym(result.study.uid, anonymize),
         "study_date": result.study.date,
         "series_uid": pseudonym(s.series_uid, anonymize),
-        "path": os.path.basename(s.path) if anonymize else s.path,
+        "path": s.path,
         "frame": "" if s.frame is None else str(s.frame + 1),
         "sop_instance_uid": s.sop_instance_uid,
         "position": _num(s.position),
@@ -70,6 +70,7 @@ def write_csv(results: Iterable[StudyResult], dest, anonymize: bool = False) -> 
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
             writer.writeheader()
             for result in results:
+                result = deidentified(result, anonymize)
                 for s in result.slices:
                     writer.writerow(_row(result, s, anonymize))
                     rows += 1

@@ -51,7 +51,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from ctviewer.reports import atomic_path, software_version
+from ctviewer.reports import atomic_path, deidentified, software_version
 from ctviewer.studies import SliceResult, StudyResult, Thumbnail
 
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
@@ -171,10 +171,22 @@ def _base(result: StudyResult, sop_class: str, modality: str, anonymize: bool) -
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
     ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     p = result.patient
-    ds.PatientName = "" if anonymize else p.name
-    ds.PatientID = "" if anonymize else p.patient_id
+    ds.PatientName = p.patient_id if anonymize else p.name  # a de-identified record: its pseudonym
+    ds.PatientID = p.patient_id
     ds.PatientBirthDate = "" if anonymize else p.birth_date.replace("-", "")
     ds.PatientSex = "" if anonymize else p.sex
+    if anonymize:
+        from ctviewer.deid import METHOD, PROFILE_CODES
+
+        ds.PatientIdentityRemoved = "YES"
+        ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        ds.DeidentificationMethod = METHOD
+        codes = []
+        for value, meaning in PROFILE_CODES:
+            item = Dataset()
+            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+            codes.append(item)
+        ds.DeidentificationMethodCodeSequence = codes
     st = result.study
     ds.StudyInstanceUID = study_uid(result)
     ds.StudyDate, ds.StudyTime = st.date.replace("-", ""), ""
@@ -210,6 +222,7 @@ def _finding(s: SliceResult) -> Dataset:
 
 def write_sr(result: StudyResult, dest, anonymize: bool = False) -> Path:
     """Write the Comprehensive SR of ``result`` to ``dest`` (atomically); return its path."""
+    result = deidentified(result, anonymize)
     ds = _base(result, COMPREHENSIVE_SR, "SR", anonymize)
     ds.SeriesDescription = TITLE
     ds.ReferencedPerformedProcedureStepSequence = []
@@ -289,11 +302,18 @@ def heatmap_rgb(image, heatmap, alpha: float = 0.6) -> np.ndarray:
 
 def write_heatmap_sc(result: StudyResult, thumb: Thumbnail, dest, anonymize: bool = False) -> Path:
     """Write a Secondary Capture of ``thumb`` with its heatmap burned in, in the study of ``result``."""
+    if anonymize and not result.deidentified:
+        from ctviewer.deid import Deidentifier
+
+        d = Deidentifier()
+        result = d.study_result(result)
+        thumb = d.thumbnails([thumb], result)[0]
     rgb = heatmap_rgb(thumb.image, thumb.heatmap)
     ds = _base(result, SECONDARY_CAPTURE, "OT", anonymize)
     s = thumb.slice
     p = "" if s.p_covid is None else f"; p(COVID) {s.p_covid:.3f}"
     ds.SeriesDescription = "CT Viewer AI heatmap"
+    ds.Laterality = ""  # General Series, Type 2C: a chest is not a paired body part (dciodvfy wants it present)
     ds.ConversionType = "WSD"
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.ImageComments = f"{SC_CAPTION} ({result.model or 'model unknown'}{p})"

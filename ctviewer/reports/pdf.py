@@ -68,6 +68,12 @@ def write_pdf(result: StudyResult, dest, card: ModelCard, thumbnails: Sequence[T
               anonymize: bool = False, software_version: str | None = None) -> Path:
     """Write the study report to ``dest`` (atomically) and return its path."""
     dest = Path(dest)
+    if anonymize and not result.deidentified:
+        from ctviewer.deid import Deidentifier
+
+        d = Deidentifier()
+        result = d.study_result(result)
+        thumbnails = d.thumbnails(list(thumbnails), result)
     version = software_version or _sw()
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     thumbs = list(thumbnails)
@@ -98,7 +104,7 @@ def _page_summary(result: StudyResult, card: ModelCard, anonymize: bool) -> Figu
     fig.text(0.06, 0.955, "CT Viewer — AI second opinion, study report", fontsize=15, weight="bold")
     p, st = result.patient, result.study
     if anonymize:
-        patient = ["Patient: anonymised"]
+        patient = [f"Patient: anonymised ({p.patient_id}; dates shifted, descriptions removed)"]
     else:
         patient = [f"Patient: {p.name or '—'}", f"Patient ID: {p.patient_id or '—'}",
                    f"Birth date: {p.birth_date or '—'}   Sex: {p.sex or '—'}"]
