@@ -39,6 +39,7 @@ DESCRIPTOR_ALLOW = frozenset({
     "CHEST", "THORAX", "LUNG", "LUNGS", "CT", "CT CHEST", "CHEST CT", "CT THORAX", "THORAX CT", "AXIAL",
     "LUNG WINDOW", "MEDIASTINUM", "HIGH RESOLUTION", "HRCT", "LOW DOSE", "CONTRAST", "NON CONTRAST",
     "COVID-19 AI SECOND OPINION", "CT VIEWER AI RESULT", "CT VIEWER HEATMAP",
+    "HEAD", "NECK", "BRAIN", "ABDOMEN", "PELVIS", "CHEST ABDOMEN PELVIS", "WHOLE BODY", "SPINE",
 })
 #: Free-text attributes of Annex E whose action is X/Z/D for the profile but that Clean
 #: Descriptors lets one keep when harmless (here: only allow-listed values).
@@ -52,6 +53,10 @@ DESCRIPTORS = (
     "DischargeDiagnosisDescription", "ClinicalTrialProtocolName", "ClinicalTrialSiteName", "CommentsOnThePerformedProcedureStep",
     "FrameComments", "IdentifyingComments", "LabelText", "ImagePresentationComments",
 )
+#: Annex E attributes the library keeps but the Basic Profile removes (device identity: the
+#: Retain Device Identity Option is not claimed); found by the checker (tests/test_deid.py).
+REMOVE_ALSO = ("DeviceSerialNumber", "DetectorID", "GantryID", "PlateID", "CassetteID", "SoftwareVersions",
+               "DeviceDescription", "SpecimenAccessionNumber", "ScheduledStationName", "PerformedStationName")
 METHOD = "PS3.15 Basic Profile, Modified Dates, Clean Descriptors"
 PROFILE_CODES = (("113100", "Basic Application Confidentiality Profile"),
                  ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
@@ -168,6 +173,10 @@ class Deidentifier:
             ds.file_meta = FileMetaDataset()
         self._anonymizer(patient).anonymize(ds)
         ds.remove_private_tags()
+        for kw in REMOVE_ALSO:
+            for holder in [ds, *(item for e in list(ds.iterall()) if e.VR == "SQ" for item in e.value)]:
+                if kw in holder:
+                    delattr(holder, kw)
         for e in list(ds.iterall()):
             if e.keyword in DESCRIPTORS and e.VR in ("LO", "SH", "ST", "LT", "UT", "UC") and e.value:
                 e.value = _clean_text(e.value)

@@ -42,6 +42,9 @@ ID_KEYWORDS = {
 KEEP_UIDS = {"SOPClassUID", "ReferencedSOPClassUID", "MediaStorageSOPClassUID", "TransferSyntaxUID",
              "ImplementationClassUID", "CodingSchemeUID", "ContextUID", "MappingResourceUID"}
 SHORT = 6
+#: Values that identify no one: what earlier de-identification left in the sources.
+PLACEHOLDERS = {"REMOVED", "ANONYMOUS", "ANONYMIZED", "ANONYMISED", "ANON", "NONE", "UNKNOWN", "DELETED", "NA",
+                "N/A", "NULL", "XXX", "EMPTY"}
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def identifying_values(sources) -> dict[str, str]:
 
     def add(value, what: str) -> None:
         text = str(value).strip()
-        if text and text not in ("0", "1") and not re.fullmatch(r"[\W_]*", text):
+        if text and text.upper() not in PLACEHOLDERS and not re.fullmatch(r"[\W_\d]{0,2}", text):
             found.setdefault(text, what)
 
     files = [f for src in sources for f in ([Path(src)] if Path(src).is_file() else sorted(Path(src).rglob("*")))
