@@ -317,10 +317,21 @@ class History:
             db.execute("DELETE FROM predictions")
             db.execute("DELETE FROM batches")
 
-    def export_csv(self, dest: str | os.PathLike, entries: Iterable[HistoryEntry] | None = None) -> int:
-        """Write ``entries`` (default: all, newest first) as CSV, atomically; returns the row count."""
+    def export_csv(self, dest: str | os.PathLike, entries: Iterable[HistoryEntry] | None = None,
+                   anonymize: bool = False) -> int:
+        """Write ``entries`` (default: all, newest first) as CSV, atomically; returns the row count.
+        ``anonymize``: through ``ctviewer.deid`` (one export): file names become pseudonyms, UIDs are
+        replaced, the paths' folders are gone; time is when CT Viewer judged, not a patient's date."""
         dest = pathlib.Path(dest)
         rows = self.entries() if entries is None else list(entries)
+        if anonymize:
+            from dataclasses import replace
+
+            from ctviewer.deid import Deidentifier
+
+            deid = Deidentifier()
+            rows = [replace(e, path=deid.file_name(e.path), sop_instance_uid=deid.uid(e.sop_instance_uid, "history"),
+                            pixel_sha256="") for e in rows]
         # Not mkstemp: its 0600 mode would stick to the export; "x" mode honours the umask.
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:

@@ -286,11 +286,27 @@ def test_export_pdf_sr_csv(qtbot, batch, tmp_path):
         batch.export("sr", str(tmp_path / "anon.dcm"))
     assert blocker.args[2] == ""
     anon = pydicom.dcmread(tmp_path / "anon.dcm")
-    assert "Beta" not in str(anon.get("PatientName", "")) and not anon.get("PatientID", "")
+    assert "Beta" not in str(anon.get("PatientName", "")) and str(anon.PatientID).startswith("ANON-")
+    assert anon.PatientIdentityRemoved == "YES" and anon.StudyInstanceUID != result.study.uid
     with qtbot.waitSignal(batch.exported, timeout=WAIT_MS):
         batch.export("csv", str(tmp_path / "anon.csv"))
     text = (tmp_path / "anon.csv").read_text(encoding="utf-8")
     assert "Beta" not in text and "SYN-002" not in text
+
+    # the anonymised study: images and the AI result (SR) in one new study, nothing identifying
+    from ctviewer.deid_check import find, identifying_values
+
+    with qtbot.waitSignal(batch.exported, timeout=WAIT_MS) as blocker:
+        assert batch.export("study", str(tmp_path / "shared"))
+    assert blocker.args[2] == ""
+    copies = sorted((tmp_path / "shared").rglob("*.dcm"))
+    srs = [pydicom.dcmread(p) for p in copies if pydicom.dcmread(p, stop_before_pixels=True).Modality == "SR"]
+    images = [pydicom.dcmread(p, stop_before_pixels=True) for p in copies if p.name != "ctviewer-ai-result-sr.dcm"]
+    assert len(srs) == 1 and len(images) == N_B
+    refs = {str(e.value) for e in srs[0].iterall() if e.keyword == "ReferencedSOPInstanceUID"}
+    assert refs == {str(d.SOPInstanceUID) for d in images}
+    sources = sorted({f for s in result.study.series for f in s.files})
+    assert find(identifying_values(sources), copies) == []
 
 
 def test_export_error_is_reported_not_raised(qtbot, batch, tmp_path):

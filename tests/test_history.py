@@ -377,3 +377,15 @@ def test_failed_upgrade_leaves_the_version_1_file_untouched(tmp_path, monkeypatc
     monkeypatch.undo()
     with History(path) as h:
         assert len(h) == 1 and h.batches() == []
+
+
+def test_anonymised_csv_export_has_no_file_names_or_uids(hist, tmp_path):
+    """Issue 16: the history's CSV export goes through ctviewer.deid when anonymised."""
+    hist.add(rec(1, path="/data/Zebedee_PIDQ8812/PIDQ8812_001.dcm", sop_instance_uid="1.2.826.0.1.3680043.9.1234"),
+             time=T0)
+    dest = tmp_path / "h.csv"
+    assert hist.export_csv(dest, anonymize=True) == 1
+    text = dest.read_text()
+    assert "PIDQ8812" not in text and "Zebedee" not in text and "1.2.826.0.1.3680043.9.1234" not in text
+    row = list(csv.DictReader(dest.open()))[0]
+    assert row["path"].startswith("img-") and row["path"].endswith(".dcm") and row["label"] == "COVID"

@@ -126,6 +126,33 @@ class _ExportSignals(QObject):
     finished = Signal(str, str, str)  # kind, path, error ("" when written)
 
 
+def export_anonymised_study(result: StudyResult, dest: str) -> list[tuple[str, str]]:
+    """Batch review's "Export anonymised study…": the study's images de-identified into ``dest``
+    and the AI result as an SR in the same (new) study, with one ``Deidentifier``, so the SR's
+    references point at the copied images.  Returns the files refused (burned-in, unreadable)."""
+    from pathlib import Path
+
+    from ctviewer.anonymize import anonymize_file
+    from ctviewer.deid import BurnedInAnnotation, Deidentifier
+    from ctviewer.reports.dicom_sr import write_sr
+
+    deid = Deidentifier()
+    key = result.patient.key
+    refused = []
+    for series in result.study.series:
+        for f in series.files:
+            try:
+                anonymize_file(f, key, result.study.uid, series.uid, Path(dest), deid)
+            except BurnedInAnnotation as exc:
+                refused.append((f, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - a hostile file: reported, the rest goes on
+                refused.append((f, f"{type(exc).__name__}: {exc}"))
+    shown = deid.study_result(result)
+    folder = Path(dest) / shown.patient.patient_id / shown.study.uid.replace(":", "-").replace("/", "-")
+    write_sr(shown, folder / "ctviewer-ai-result-sr.dcm", anonymize=True)
+    return refused
+
+
 class ExportTask(QRunnable):
     """Writes one report off the GUI thread (the PDF computes Grad-CAM thumbnails)."""
 
@@ -148,6 +175,11 @@ class ExportTask(QRunnable):
                 thumbs = suspicious_thumbnails(result, self.classifier) if self.classifier is not None else []
                 card = self.classifier.card if self.classifier is not None else None
                 write_pdf(result, self.dest, card, thumbnails=thumbs, anonymize=self.anonymize)
+            elif self.kind == "study":
+                refused = export_anonymised_study(self.results[0], self.dest)
+                if refused:
+                    raise RuntimeError(f"{len(refused)} file(s) not copied: "
+                                       + "; ".join(f"{os.path.basename(p)}: {r}" for p, r in refused[:5]))
             else:
                 from ctviewer.reports.dicom_sr import write_sr
 

@@ -91,7 +91,8 @@ class BatchWindow(QWidget):
         self.verdict_label.setWordWrap(True)
         self.anonymize = QCheckBox("Anonymise")
         self.export_buttons = {kind: QPushButton(text) for kind, text in
-                               (("pdf", "Export PDF…"), ("sr", "Export SR…"), ("csv", "Export CSV…"))}
+                               (("pdf", "Export PDF…"), ("sr", "Export SR…"), ("csv", "Export CSV…"),
+                                ("study", "Export anonymised study…"))}
         for kind, b in self.export_buttons.items():
             b.clicked.connect(lambda _c=False, k=kind: self.export(k))
         self._layout()
@@ -340,6 +341,10 @@ class BatchWindow(QWidget):
         results = [self.results[k] for k in sorted(self.results)]
         if not results or (kind != "csv" and result is None):
             return False
+        if not dest and kind == "study":
+            dest = QFileDialog.getExistingDirectory(self, "Export the anonymised study (images and AI result) to")
+            if not dest:
+                return False
         if not dest:
             names = {"pdf": ("ctviewer-report.pdf", "PDF (*.pdf)"), "sr": ("ctviewer-sr.dcm", "DICOM (*.dcm)"),
                      "csv": ("ctviewer-slices.csv", "CSV (*.csv)")}

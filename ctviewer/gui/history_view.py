@@ -12,6 +12,7 @@ import os
 
 from PySide6.QtCore import QDate, QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDateEdit,
     QFileDialog,
@@ -153,6 +154,8 @@ class HistoryPanel(QWidget):
         self.date_on.currentIndexChanged.connect(self._apply)
         self.export = QPushButton("Export CSV…")
         self.export.clicked.connect(self.export_csv)
+        self.anonymise = QCheckBox("Anonymise")
+        self.anonymise.setToolTip("File names become pseudonyms and UIDs are replaced (DICOM PS3.15 Basic Profile)")
         self.clear_button = QPushButton("Clear…")
         self.clear_button.clicked.connect(self.confirm_clear)
         self.count = QLabel("")
@@ -162,6 +165,7 @@ class HistoryPanel(QWidget):
             top.addWidget(w)
         bottom = QHBoxLayout()
         bottom.addWidget(self.count, 1)
+        bottom.addWidget(self.anonymise)
         bottom.addWidget(self.export)
         bottom.addWidget(self.clear_button)
         lay = QVBoxLayout(self)
@@ -209,7 +213,7 @@ class HistoryPanel(QWidget):
             if not dest:
                 return 0
         try:
-            return self.history.export_csv(dest, self.visible_entries())
+            return self.history.export_csv(dest, self.visible_entries(), anonymize=self.anonymise.isChecked())
         except OSError as exc:
             QMessageBox.warning(self, "CT Viewer", f"Could not write {dest}: {exc.strerror or exc}")
             return 0
