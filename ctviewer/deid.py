@@ -98,6 +98,7 @@ class Deidentifier:
                 self.mapping[k].update(data.get(k, {}))
         self.secret = secret or secrets.token_bytes(32)
         self._anonymizers: dict[str, object] = {}
+        self._uids: dict[tuple[str, str], str] = {}  # (patient, uid) -> new uid: a study's files share most
         self._lock = threading.Lock()
 
     # --- derivations ---------------------------------------------------------------------------
@@ -123,6 +124,9 @@ class Deidentifier:
         """The UID this export gives ``uid`` (the same inside every dataset of the patient)."""
         if not uid:
             return uid
+        cached = self._uids.get((patient, uid))
+        if cached is not None:
+            return cached
         if uid.startswith("folder:"):  # a folder of PNGs: no UID, a path
             new = "folder:" + self._digest("folder", uid)[:12]
         else:
@@ -130,6 +134,7 @@ class Deidentifier:
             self._anonymizer(patient).anonymize(ds)
             new = str(ds.StudyInstanceUID)
         self.mapping["uids"][new] = uid
+        self._uids[(patient, uid)] = new
         return new
 
     def date(self, value: str, patient: str) -> str:
@@ -173,13 +178,16 @@ class Deidentifier:
             ds.file_meta = FileMetaDataset()
         self._anonymizer(patient).anonymize(ds)
         ds.remove_private_tags()
-        for kw in REMOVE_ALSO:
-            for holder in [ds, *(item for e in list(ds.iterall()) if e.VR == "SQ" for item in e.value)]:
+        holders = [ds]
+        for e in list(ds.iterall()):  # one pass: descriptors cleaned, the sequences' items collected
+            if e.VR == "SQ":
+                holders.extend(e.value)
+            elif e.keyword in DESCRIPTORS and e.VR in ("LO", "SH", "ST", "LT", "UT", "UC") and e.value:
+                e.value = _clean_text(e.value)
+        for holder in holders:
+            for kw in REMOVE_ALSO:
                 if kw in holder:
                     delattr(holder, kw)
-        for e in list(ds.iterall()):
-            if e.keyword in DESCRIPTORS and e.VR in ("LO", "SH", "ST", "LT", "UT", "UC") and e.value:
-                e.value = _clean_text(e.value)
         ds.PatientID = self.patient_id(patient)
         ds.PatientName = ds.PatientID
         ds.PatientIdentityRemoved = "YES"

@@ -42,6 +42,7 @@ IDENT_TEXT = {
 }
 IDENT_DATES = {"StudyDate": "20190317", "SeriesDate": "20190317", "AcquisitionDate": "20190317",
                "ContentDate": "20190318", "PatientBirthDate": "19470611"}
+SIZE = 64  # benchmarks/bench_anonymize.py sets 512
 IDENT_TIMES = {"StudyTime": "134512", "SeriesTime": "134733", "AcquisitionTime": "134801", "ContentTime": "134805"}
 
 
@@ -70,7 +71,7 @@ def identified_ct(path: Path, z: float, study: str, series: str, frame_ref: str)
     ds.InstanceNumber = int(z)
     ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, -float(z) * 5], [1, 0, 0, 0, 1, 0]
     ds.PixelSpacing, ds.SliceThickness = [0.7, 0.7], 5.0
-    pixels = chest_hu(64, lesion=True, seed=int(z))
+    pixels = chest_hu(SIZE, lesion=True, seed=int(z))
     ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

@@ -130,13 +130,15 @@ def test_csv_anonymized(tmp_path, synthetic):
     dest = tmp_path / "anon.csv"
     assert write_csv([synthetic, folder], dest, anonymize=True) == 7
     rows = _read_csv(dest)
-    assert all(r["patient_name"] == "" and r["patient_id"] == "" for r in rows)
-    assert [r["path"] for r in rows[:2]] == ["IM1.dcm", "IM2.dcm"]
-    assert rows[5]["error"] == "IM6.dcm: damaged file"
+    # issue 16: pseudonymous patient IDs, file names and UIDs (ctviewer.deid), no names
+    assert all(r["patient_name"] == "" and r["patient_id"].startswith("ANON-") for r in rows)
+    assert all(r["path"].startswith("img-") for r in rows) and rows[0]["path"].endswith(".dcm")
+    assert rows[5]["error"] == f"{rows[5]['path']}: damaged file"
     assert rows[6]["study_uid"].startswith("folder:") and rows[6]["study_uid"] == rows[6]["series_uid"]
-    assert rows[0]["sop_instance_uid"] == synthetic.slices[0].sop_instance_uid  # UIDs are kept
+    assert rows[0]["sop_instance_uid"] not in ("", synthetic.slices[0].sop_instance_uid)
+    assert rows[0]["study_uid"] != synthetic.study.uid
     text = dest.read_text(encoding="utf-8")
-    for secret in ("Doe", "PAT-12345", "Smith_John", "/data/"):
+    for secret in ("Doe", "PAT-12345", "Smith_John", "/data/", "IM1.dcm", synthetic.study.uid):
         assert secret not in text
 
 
@@ -259,8 +261,9 @@ def test_sr_round_trip_real_sample(tmp_path, real):
 def test_sr_anonymized(tmp_path, synthetic):
     path = write_sr(synthetic, tmp_path / "anon.dcm", anonymize=True)
     ds = pydicom.dcmread(path)
-    assert ds.PatientName == "" and ds.PatientID == "" and ds.PatientBirthDate == "" and ds.AccessionNumber == ""
-    assert ds.StudyInstanceUID == synthetic.study.uid
+    assert str(ds.PatientName) == ds.PatientID and ds.PatientID.startswith("ANON-")
+    assert ds.PatientBirthDate == "" and ds.AccessionNumber == "" and ds.PatientIdentityRemoved == "YES"
+    assert ds.StudyInstanceUID != synthetic.study.uid  # replaced (issue 16)
     raw = path.read_bytes()
     for secret in (b"Doe", b"PAT-12345", b"19600102", b"IM1.dcm", b"/data/", b"ACC-778899"):
         assert secret not in raw
@@ -273,15 +276,19 @@ def test_sr_folder_study_and_cancelled(tmp_path):
     r = StudyResult(StudyNode(key, ()), PatientNode(key, "Smith_John"),
                     [SliceResult("/data/Smith_John/a.png", series_uid=key, p_covid=0.25, label="non-COVID")],
                     None, "", "", cancelled=True)
-    ds = pydicom.dcmread(write_sr(r, tmp_path / "sr.dcm", anonymize=True))
-    assert ds.StudyInstanceUID == study_uid(r) and ds.StudyInstanceUID.startswith("2.25.")
+    from ctviewer.deid import Deidentifier
+
+    shown = Deidentifier().study_result(r)  # one export: its SR and SC share the study
+    ds = pydicom.dcmread(write_sr(shown, tmp_path / "sr.dcm", anonymize=True))
+    assert ds.StudyInstanceUID == study_uid(shown) and ds.StudyInstanceUID.startswith("2.25.")
+    assert ds.StudyInstanceUID != study_uid(r)
     assert pydicom.uid.UID(ds.StudyInstanceUID).is_valid
     assert ds.CompletionFlag == "PARTIAL" and "CurrentRequestedProcedureEvidenceSequence" not in ds
     assert b"Smith_John" not in (tmp_path / "sr.dcm").read_bytes()
     sr = read_sr(tmp_path / "sr.dcm")
     assert sr["Study verdict"] == "not classified" and "Incomplete" in sr
     assert sr["findings"] == [{"p(COVID)": 0.25, "Slice label": "non-COVID", "Lung present": "Yes"}]
-    assert study_uid(r) == ds.StudyInstanceUID  # stable: SR and SC of a folder share a study
+    assert study_uid(shown) == ds.StudyInstanceUID  # stable: SR and SC of a folder share a study
 
 
 # --- Secondary Capture -----------------------------------------------------------------------
@@ -304,7 +311,8 @@ def test_heatmap_sc(tmp_path, real):
     hot = pixels[24, 20].astype(int)  # heatmap 1: coloured
     assert hot.max() - hot.min() > 50
     anon = pydicom.dcmread(write_heatmap_sc(real, thumb, tmp_path / "anon.dcm", anonymize=True))
-    assert anon.PatientName == "" and anon.PatientID == "" and anon.PatientBirthDate == ""
+    assert str(anon.PatientName).startswith("ANON-") and anon.PatientID.startswith("ANON-")
+    assert anon.PatientBirthDate == ""
     grey = pydicom.dcmread(write_heatmap_sc(real, Thumbnail(thumb.slice, thumb.image), tmp_path / "g.dcm"))
     assert np.array_equal(grey.pixel_array[..., 0], thumb.image)
 
