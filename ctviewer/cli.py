@@ -21,6 +21,10 @@
 ``ctviewer anonymize PATH... --to DIR [--key FILE] [--allow-burned-in]``
                                   de-identified copies of whole studies (ctviewer.deid)
 
+``ctviewer pacs echo|find|get (--dicomweb URL | --dimse AET@HOST:PORT) ...``
+                                  the hospital's PACS (ctviewer.pacs); ``report --send NODE``
+                                  stores the SR (and SC) back into the images' study
+
 Exit status of ``classify``: 0 every input classified, 1 some refused (each in
 its row), 2 usage error (bad arguments, missing path, unusable model).
 
@@ -155,7 +159,14 @@ def report(argv: list[str]) -> int:
                     help="with --anonymize: keep the pseudonym secret and the mapping here (mode 0600) to "
                          "re-identify later; the same key gives the same pseudonyms as 'ctviewer anonymize'")
     ap.add_argument("--model", default=None, metavar="DIR", help="model package folder (default: the bundled model)")
+    ap.add_argument("--send", action="store_true",
+                    help="store the SR (and SC) into the images' study on the node given with --dicomweb/--dimse, "
+                         "and confirm by finding it there")
+    _node_args(ap)
     a = ap.parse_args(argv)
+    if a.send and not a.sr:
+        print("ctviewer report: --send needs --sr", file=sys.stderr)
+        return EXIT_USAGE
     if not _paths_exist("ctviewer report", a.paths):
         return EXIT_USAGE
     clf = _load_model("ctviewer report", a.model)
@@ -190,6 +201,7 @@ def report(argv: list[str]) -> int:
     deid = Deidentifier(key_file=a.key) if a.anonymize else None
     several = len(jobs) > 1
     results = []
+    sent: list[str] = []
     failed = bool(scan_errors)
     try:
         for n, (patient, study) in enumerate(jobs, 1):
@@ -223,6 +235,8 @@ def report(argv: list[str]) -> int:
                 try:
                     write(dest)
                     written.append(dest)
+                    if kind in ("SR", "SC"):
+                        sent.append(dest)
                 except Exception as exc:  # noqa: BLE001 - one report failing must not lose the others
                     print(f"ctviewer report: {dest}: {kind} not written ({type(exc).__name__}: {exc})", file=sys.stderr)
                     failed = True
@@ -232,6 +246,8 @@ def report(argv: list[str]) -> int:
             verdict = f"{v.label} (confidence {v.confidence:.2f})" if v else "no verdict"
             print(f"study {n}/{len(jobs)} {pseudonym(result.study.uid, a.anonymize)}: {verdict}; {counts} -> "
                   f"{', '.join(written) or 'nothing written'}", file=sys.stderr)
+        if a.send:
+            failed |= not _send(a, [p for p in sent if os.path.exists(p)])
         if a.csv:
             try:
                 n_rows = write_csv(results, a.csv, anonymize=a.anonymize)
@@ -245,6 +261,30 @@ def report(argv: list[str]) -> int:
         if deid is not None and deid.save_key():
             print(f"the re-identification key was written to {a.key} (keep it private)", file=sys.stderr)
     return EXIT_REFUSED if failed else EXIT_OK
+
+
+def _send(a, paths: list[str]) -> bool:
+    """``report --send``: store the written SR/SC on the node, then find each there again."""
+    from ctviewer.pacs import PacsError
+
+    if not paths:
+        print("ctviewer report: nothing to send", file=sys.stderr)
+        return False
+    try:
+        import pydicom
+
+        node = _node(a)
+        uids = node.store(paths)
+        for path, uid in zip(paths, uids):
+            study = str(pydicom.dcmread(path, stop_before_pixels=True).StudyInstanceUID)
+            if not node.has_instance(study, uid):
+                print(f"ctviewer report: {path} was sent but {node.describe()} does not list it", file=sys.stderr)
+                return False
+        print(f"sent {len(paths)} object(s) to {node.describe()}, found there again", file=sys.stderr)
+        return True
+    except PacsError as exc:
+        print(f"ctviewer report: not sent ({exc}); the files are kept, run again to retry", file=sys.stderr)
+        return False
 
 
 def anonymize(argv: list[str]) -> int:
@@ -286,6 +326,91 @@ def check_platform() -> int:
     return EXIT_OK
 
 
+def _node_args(ap) -> None:
+    ap.add_argument("--dicomweb", metavar="URL", help="a DICOMweb service root (http or https)")
+    ap.add_argument("--dimse", metavar="AET@HOST:PORT", help="a DIMSE node: its AE title, host and port")
+    ap.add_argument("--aet", default="CTVIEWER", help="our calling AE title for DIMSE (default CTVIEWER)")
+    ap.add_argument("--user", default="", help="DICOMweb basic auth user (the password from $CTVIEWER_PACS_PASSWORD)")
+    ap.add_argument("--token-env", default=None, metavar="VAR", help="DICOMweb bearer token from this variable")
+    ap.add_argument("--insecure", action="store_true", help="do not verify the https certificate (test servers)")
+    ap.add_argument("--ca-bundle", default=None, metavar="PEM", help="verify https against this CA bundle")
+    ap.add_argument("--timeout", type=float, default=20.0, help="seconds before a silent server is given up")
+
+
+def _node(a):
+    from ctviewer.pacs import node_from_args
+
+    return node_from_args(a.dicomweb, a.dimse, a.aet, a.user, os.environ.get("CTVIEWER_PACS_PASSWORD", ""),
+                          os.environ.get(a.token_env, "") if a.token_env else "", a.insecure, a.ca_bundle, a.timeout)
+
+
+def pacs(argv: list[str]) -> int:
+    """``ctviewer pacs echo|find|get NODE ...``: the hospital's PACS from the command line."""
+    from ctviewer.pacs import CSV_COLUMNS, PacsError
+
+    ap = argparse.ArgumentParser(prog="ctviewer pacs", description="Find, retrieve and check a PACS node.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("echo", help="check the connection")
+    _node_args(e)
+    f = sub.add_parser("find", help="find studies; one line (or CSV row) per study")
+    _node_args(f)
+    f.add_argument("--patient-id", default="")
+    f.add_argument("--patient-name", default="", help="a pattern: DOE^J*")
+    f.add_argument("--study-date", default="", help="YYYYMMDD or YYYYMMDD-YYYYMMDD")
+    f.add_argument("--modality", default="")
+    f.add_argument("--csv", default=None, metavar="OUT", help="write the studies as CSV ('-' = standard output)")
+    g = sub.add_parser("get", help="retrieve a whole study into a folder (resumable)")
+    _node_args(g)
+    g.add_argument("study_uid", metavar="STUDY_UID")
+    g.add_argument("--to", required=True, metavar="DIR")
+    a = ap.parse_args(argv)
+    try:
+        node = _node(a)
+        if a.cmd == "echo":
+            print(node.echo(), file=sys.stderr)
+            return EXIT_OK
+        if a.cmd == "find":
+            rows = node.find(a.patient_id, a.patient_name, a.study_date, a.modality)
+            if a.csv:
+                out = sys.stdout if a.csv == "-" else open(a.csv, "w", newline="", encoding="utf-8")
+                try:
+                    w = csv.writer(out)
+                    w.writerow(CSV_COLUMNS)
+                    for r in rows:
+                        w.writerow(r.as_row())
+                finally:
+                    if out is not sys.stdout:
+                        out.close()
+            else:
+                for r in rows:
+                    print("\t".join(r.as_row()))
+            print(f"{len(rows)} studies found on {node.describe()}", file=sys.stderr)
+            return EXIT_OK
+        from pathlib import Path
+
+        bar: dict = {}
+
+        def progress(done: int, total: int) -> None:
+            if "p" not in bar:
+                bar["p"] = _Progress(total)
+            bar["p"].done = done - 1
+            bar["p"].step()
+
+        result = node.get(a.study_uid, Path(a.to), progress=progress)
+        if "p" in bar:
+            bar["p"].close()
+        for uid, why in result.refused:
+            print(f"ctviewer pacs get: refused {uid}: {why}", file=sys.stderr)
+        print(f"{result.received} instances received, {result.already} already in {a.to}, {result.missing} missing, "
+              f"{len(result.refused)} refused, of {result.expected} in study {a.study_uid}"
+              + (f"; {result.error}: run the same command again to fetch the rest" if result.error else ""),
+              file=sys.stderr)
+        return EXIT_OK if result.complete and not result.refused else EXIT_REFUSED
+    except PacsError as exc:
+        print(f"ctviewer pacs {a.cmd}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
 def launch(argv: list[str]) -> int:
     """The desktop application (``ctviewer [PATH...] [--screenshot OUT.png [--heatmap]]``)."""
     from ctviewer.platform_check import problem, report
@@ -311,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         return report(argv[1:])
     if argv and argv[0] == "anonymize":
         return anonymize(argv[1:])
+    if argv and argv[0] == "pacs":
+        return pacs(argv[1:])
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return EXIT_OK

@@ -1,0 +1,457 @@
+"""Working with a hospital's PACS: find, retrieve and send, over DICOMweb (``dicomweb-client``:
+QIDO-RS, WADO-RS, STOW-RS) or DIMSE (``pynetdicom``: C-ECHO, C-FIND, C-GET, C-STORE).  No Qt here:
+the command line (``ctviewer pacs``) and the GUI's "Open from PACS…" share it.
+
+A node is ``--dicomweb URL`` (http or https; basic or bearer auth; certificate verification on
+unless turned off) or ``--dimse AET@HOST:PORT`` with our calling AE title (``--aet``, default
+CTVIEWER).  Every failure becomes a ``PacsError`` with a sentence a user can act on
+(refused, timed out, wrong AE title, wrong credentials).
+
+Retrieval is resumable and careful: the instances of the study are listed first, those already
+in the destination folder (``<SOPInstanceUID>.dcm``) are skipped, each received instance is
+parsed before it is kept (written to a temporary name, then moved), its SOP Instance UID must be
+one that was asked for and a well-formed UID (it names the file: a hostile server cannot write
+elsewhere), and a connection lost half-way leaves what arrived and says how many are missing;
+the next ``get`` fetches only those.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+log = logging.getLogger("ctviewer.pacs")
+UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+DEFAULT_AET = "CTVIEWER"
+STUDY_FIELDS = ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate", "StudyDescription",
+                "ModalitiesInStudy", "NumberOfStudyRelatedInstances")
+
+
+class PacsError(Exception):
+    """A PACS operation failed; the message says why in a user's words."""
+
+
+@dataclass(frozen=True)
+class StudyRow:
+    study_uid: str
+    patient_id: str = ""
+    patient_name: str = ""
+    date: str = ""
+    description: str = ""
+    modalities: str = ""
+    instances: int | None = None
+
+    def as_row(self) -> list[str]:
+        return [self.study_uid, self.patient_id, self.patient_name, self.date, self.description, self.modalities,
+                "" if self.instances is None else str(self.instances)]
+
+
+CSV_COLUMNS = ("study_uid", "patient_id", "patient_name", "study_date", "description", "modalities", "instances")
+
+
+@dataclass
+class GetResult:
+    study_uid: str
+    expected: int = 0
+    received: int = 0  # in this call
+    already: int = 0  # present before the call (resumed)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance UID or "?", why)
+    error: str = ""  # the connection failed half-way (what arrived is kept)
+    cancelled: bool = False
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.expected - self.received - self.already)
+
+    @property
+    def complete(self) -> bool:
+        return self.expected > 0 and self.missing == 0 and not self.error
+
+
+def valid_uid(uid: str) -> bool:
+    return bool(uid) and len(uid) <= 64 and bool(UID_RE.match(uid))
+
+
+def _str(ds, kw: str) -> str:
+    v = ds.get(kw, "") if ds is not None else ""
+    if isinstance(v, (list, tuple)) or v.__class__.__name__ == "MultiValue":
+        return "\\".join(str(x) for x in v)
+    return str(v) if v is not None else ""
+
+
+def _row_from_dataset(ds) -> StudyRow:
+    n = ds.get("NumberOfStudyRelatedInstances", None)
+    try:
+        n = int(n) if n not in (None, "") else None
+    except (TypeError, ValueError):
+        n = None
+    return StudyRow(_str(ds, "StudyInstanceUID"), _str(ds, "PatientID"), _str(ds, "PatientName"), _str(ds, "StudyDate"),
+                    _str(ds, "StudyDescription"), _str(ds, "ModalitiesInStudy"), n)
+
+
+def _keep(dest: Path, ds_bytes: bytes | None, ds, wanted: set[str]) -> tuple[str, str]:
+    """Write one received instance (parsed and checked) as ``dest/<SOPInstanceUID>.dcm``;
+    (uid, "") or (uid or "?", why refused)."""
+    import pydicom
+
+    try:
+        if ds is None:
+            ds = pydicom.dcmread(io.BytesIO(ds_bytes), force=True)
+        uid = str(ds.get("SOPInstanceUID", ""))
+    except Exception as exc:  # noqa: BLE001 - a hostile answer is refused, not trusted
+        return "?", f"not a readable DICOM object ({type(exc).__name__})"
+    if not valid_uid(uid):
+        return "?", "the server sent an object without a valid SOP Instance UID"
+    if wanted and uid not in wanted:
+        return uid, "the server sent an object that was not asked for"
+    target = dest / f"{uid}.dcm"
+    tmp = dest / f".{uid}.{os.getpid()}.part"
+    try:
+        if ds_bytes is not None:
+            tmp.write_bytes(ds_bytes)
+        else:
+            if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
+                return uid, "the object has no transfer syntax"
+            ds.save_as(tmp, enforce_file_format=True)  # a Part 10 file: preamble and file meta
+        pydicom.dcmread(tmp, force=True)  # what is kept parses
+        os.replace(tmp, target)
+    except Exception as exc:  # noqa: BLE001
+        tmp.unlink(missing_ok=True)
+        return uid, f"could not be stored ({type(exc).__name__}: {exc})"
+    return uid, ""
+
+
+def _present(dest: Path) -> set[str]:
+    return {p.stem for p in dest.glob("*.dcm") if valid_uid(p.stem)} if dest.is_dir() else set()
+
+
+# --- DICOMweb -----------------------------------------------------------------------------------
+
+
+class DicomWebNode:
+    def __init__(self, url: str, user: str = "", password: str = "", token: str = "", verify: bool | str = True,
+                 timeout: float = 20.0):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise PacsError(f"{url!r} is not an http(s) URL of a DICOMweb service")
+        self.url, self.timeout = url.rstrip("/"), timeout
+        import requests
+
+        self.session = requests.Session()
+        self.session.verify = verify
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+        elif user:
+            self.session.auth = (user, password)
+        from dicomweb_client.api import DICOMwebClient
+
+        self.client = DICOMwebClient(url=self.url, session=self.session)
+        self.client.set_http_retry_params(retry=False)
+        self._orig_request = self.session.request
+        self.session.request = self._request  # every call gets our timeout
+
+    def _request(self, method, url, **kw):
+        kw.setdefault("timeout", self.timeout)
+        return self._orig_request(method, url, **kw)
+
+    def describe(self) -> str:
+        return f"DICOMweb {self.url}"
+
+    def _call(self, what: str, fn, *args, **kw):
+        import requests
+
+        try:
+            return fn(*args, **kw)
+        except requests.exceptions.SSLError as exc:
+            raise PacsError(f"{self.describe()}: the server's certificate cannot be verified ({exc.__class__.__name__}); "
+                            "give its CA with --ca-bundle, or --insecure for a test server") from None
+        except requests.exceptions.ConnectTimeout:
+            raise PacsError(f"{self.describe()}: no answer within {self.timeout:g} s (timed out)") from None
+        except requests.exceptions.ReadTimeout:
+            raise PacsError(f"{self.describe()}: the server stopped answering during {what} (timed out)") from None
+        except requests.exceptions.ConnectionError:
+            raise PacsError(f"{self.describe()}: connection refused or lost during {what} "
+                            "(is the server running, is the URL right?)") from None
+        except requests.exceptions.HTTPError as exc:
+            code = exc.response.status_code if exc.response is not None else 0
+            if code in (401, 403):
+                raise PacsError(f"{self.describe()}: the server refused our credentials (HTTP {code})") from None
+            if code == 404:
+                raise PacsError(f"{self.describe()}: not found (HTTP 404): is this the DICOMweb root?") from None
+            raise PacsError(f"{self.describe()}: {what} failed (HTTP {code})") from None
+        except ValueError as exc:  # malformed JSON or multipart
+            raise PacsError(f"{self.describe()}: the server's answer to {what} is malformed ({exc})") from None
+
+    def echo(self) -> str:
+        self._call("the connection check", self.client.search_for_studies, limit=1)
+        return f"{self.describe()}: answers (QIDO-RS)"
+
+    def find(self, patient_id: str = "", patient_name: str = "", study_date: str = "", modality: str = "",
+             limit: int | None = None) -> list[StudyRow]:
+        filters = {k: v for k, v in (("PatientID", patient_id), ("PatientName", patient_name),
+                                     ("StudyDate", study_date), ("ModalitiesInStudy", modality)) if v}
+        found = self._call("the search", self.client.search_for_studies, search_filters=filters,
+                           fields=list(STUDY_FIELDS), limit=limit)  # not get_remaining: Orthanc ignores offset (endless paging)
+        from pydicom.dataset import Dataset
+
+        rows = []
+        for item in found or []:
+            try:
+                rows.append(_row_from_dataset(Dataset.from_json(item)))
+            except Exception as exc:  # noqa: BLE001 - a malformed answer
+                raise PacsError(f"{self.describe()}: a malformed study in the search answer ({exc})") from None
+        return [r for r in rows if valid_uid(r.study_uid)]
+
+    def instances(self, study_uid: str) -> list[tuple[str, str]]:
+        from pydicom.dataset import Dataset
+
+        found = self._call("listing the study", self.client.search_for_instances, study_instance_uid=study_uid,
+                           fields=["SOPInstanceUID", "SeriesInstanceUID"])
+        out = []
+        for item in found or []:
+            ds = Dataset.from_json(item)
+            uid, series = _str(ds, "SOPInstanceUID"), _str(ds, "SeriesInstanceUID")
+            if valid_uid(uid) and valid_uid(series):
+                out.append((series, uid))
+        return out
+
+    def get(self, study_uid: str, dest: Path, progress=None, cancelled=None) -> GetResult:
+        if not valid_uid(study_uid):
+            raise PacsError(f"{study_uid!r} is not a Study Instance UID")
+        dest.mkdir(parents=True, exist_ok=True)
+        listed = self.instances(study_uid)
+        result = GetResult(study_uid, expected=len(listed))
+        have = _present(dest)
+        todo = [(s, u) for s, u in listed if u not in have]
+        result.already = len(listed) - len(todo)
+        wanted = {u for _s, u in todo}
+        for series, uid in todo:
+            if cancelled and cancelled():
+                result.cancelled = True
+                break
+            try:
+                ds = self._call("the retrieval", self.client.retrieve_instance, study_uid, series, uid)
+            except PacsError as exc:
+                result.error = str(exc)
+                break
+            got, why = _keep(dest, None, ds, wanted)
+            if why:
+                result.refused.append((got, why))
+            else:
+                result.received += 1
+            if progress:
+                progress(result.received + result.already, result.expected)
+        return result
+
+    def store(self, paths: Sequence[str]) -> list[str]:
+        import pydicom
+
+        datasets = [pydicom.dcmread(p) for p in paths]
+        self._call("the store (STOW-RS)", self.client.store_instances, datasets)
+        return [str(d.SOPInstanceUID) for d in datasets]
+
+    def has_instance(self, study_uid: str, sop_uid: str) -> bool:
+        found = self._call("the check", self.client.search_for_instances, study_instance_uid=study_uid,
+                           search_filters={"SOPInstanceUID": sop_uid}, fields=["SOPInstanceUID"])
+        return bool(found)
+
+
+# --- DIMSE ---------------------------------------------------------------------------------------
+
+
+def parse_dimse(spec: str) -> tuple[str, str, int]:
+    m = re.fullmatch(r"([^@]{1,16})@([^:]+):(\d{1,5})", spec.strip())
+    if not m:
+        raise PacsError(f"{spec!r} is not AET@HOST:PORT (for example ORTHANC@pacs.example.org:4242)")
+    return m.group(1), m.group(2), int(m.group(3))
+
+
+class DimseNode:
+    def __init__(self, spec: str, aet: str = DEFAULT_AET, timeout: float = 20.0):
+        self.called, self.host, self.port = parse_dimse(spec)
+        if not aet or len(aet) > 16:
+            raise PacsError(f"our AE title {aet!r} must be 1 to 16 characters")
+        self.aet, self.timeout = aet, timeout
+
+    def describe(self) -> str:
+        return f"DIMSE {self.called}@{self.host}:{self.port}"
+
+    def _assoc(self, contexts, ext=(), handlers=None):
+        import socket
+
+        from pynetdicom import AE
+
+        try:  # tell "nobody listens" and "silent" apart from a refused association
+            socket.create_connection((self.host, self.port), timeout=self.timeout).close()
+        except socket.timeout:
+            raise PacsError(f"{self.describe()}: no answer within {self.timeout:g} s (timed out)") from None
+        except OSError as exc:
+            raise PacsError(f"{self.describe()}: connection refused ({exc.strerror or exc}): is the server running "
+                            "on that host and port?") from None
+
+        ae = AE(ae_title=self.aet)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.connection_timeout = self.timeout
+        for c in contexts:
+            ae.add_requested_context(*c) if isinstance(c, tuple) else ae.add_requested_context(c)
+        assoc = ae.associate(self.host, self.port, ae_title=self.called, ext_neg=list(ext), evt_handlers=handlers or [])
+        if assoc.is_established:
+            return assoc
+        if assoc.is_rejected:
+            raise PacsError(f"{self.describe()}: the association was rejected: is {self.called!r} the server's AE title, "
+                            f"and does it know our AE title {self.aet!r}?")
+        if assoc.is_aborted:
+            raise PacsError(f"{self.describe()}: the server aborted the association (wrong AE title or not allowed)")
+        raise PacsError(f"{self.describe()}: connection refused or timed out (is the server running on that port?)")
+
+    def echo(self) -> str:
+        from pynetdicom.sop_class import Verification
+
+        assoc = self._assoc([Verification])
+        try:
+            status = assoc.send_c_echo()
+        finally:
+            assoc.release()
+        if not status or status.Status != 0:
+            raise PacsError(f"{self.describe()}: C-ECHO failed")
+        return f"{self.describe()}: answers (C-ECHO as {self.aet})"
+
+    def _find(self, query) -> list:
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+        assoc = self._assoc([StudyRootQueryRetrieveInformationModelFind])
+        out = []
+        try:
+            for status, ident in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
+                if status is None:
+                    raise PacsError(f"{self.describe()}: the connection was lost during C-FIND")
+                if status.Status in (0xFF00, 0xFF01) and ident is not None:
+                    out.append(ident)
+                elif status.Status not in (0x0000, 0xFF00, 0xFF01):
+                    raise PacsError(f"{self.describe()}: C-FIND failed (status 0x{status.Status:04X})")
+        finally:
+            assoc.release()
+        return out
+
+    def find(self, patient_id: str = "", patient_name: str = "", study_date: str = "", modality: str = "",
+             limit: int | None = None) -> list[StudyRow]:
+        from pydicom.dataset import Dataset
+
+        q = Dataset()
+        q.QueryRetrieveLevel = "STUDY"
+        for kw in STUDY_FIELDS:
+            setattr(q, kw, "")
+        q.PatientID, q.PatientName, q.StudyDate, q.ModalitiesInStudy = patient_id, patient_name, study_date, modality
+        rows = [r for r in (_row_from_dataset(d) for d in self._find(q)) if valid_uid(r.study_uid)]
+        return rows[:limit] if limit else rows
+
+    def instances(self, study_uid: str) -> list[tuple[str, str]]:
+        from pydicom.dataset import Dataset
+
+        q = Dataset()
+        q.QueryRetrieveLevel = "IMAGE"
+        q.StudyInstanceUID, q.SeriesInstanceUID, q.SOPInstanceUID = study_uid, "", ""
+        out = []
+        for d in self._find(q):
+            s, u = _str(d, "SeriesInstanceUID"), _str(d, "SOPInstanceUID")
+            if valid_uid(s) and valid_uid(u):
+                out.append((s, u))
+        return out
+
+    def get(self, study_uid: str, dest: Path, progress=None, cancelled=None) -> GetResult:
+        from pydicom.dataset import Dataset
+        from pynetdicom import build_role, evt
+        from pynetdicom.presentation import StoragePresentationContexts
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
+
+        if not valid_uid(study_uid):
+            raise PacsError(f"{study_uid!r} is not a Study Instance UID")
+        dest.mkdir(parents=True, exist_ok=True)
+        listed = self.instances(study_uid)
+        result = GetResult(study_uid, expected=len(listed))
+        have = _present(dest)
+        todo = [(s, u) for s, u in listed if u not in have]
+        result.already = len(listed) - len(todo)
+        wanted = {u for _s, u in todo}
+
+        def on_store(event):
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            got, why = _keep(dest, None, ds, wanted)
+            if why:
+                result.refused.append((got, why))
+            else:
+                result.received += 1
+                if progress:
+                    progress(result.received + result.already, result.expected)
+            return 0x0000
+
+        contexts = [StudyRootQueryRetrieveInformationModelGet]
+        storage = [c.abstract_syntax for c in StoragePresentationContexts][:127]
+        roles = [build_role(uid, scp_role=True) for uid in storage]
+        if not todo:
+            return result
+        assoc = self._assoc(contexts + storage, ext=roles, handlers=[(evt.EVT_C_STORE, on_store)])
+        try:
+            for series, uid in todo:
+                if cancelled and cancelled():
+                    result.cancelled = True
+                    break
+                q = Dataset()
+                q.QueryRetrieveLevel = "IMAGE"
+                q.StudyInstanceUID, q.SeriesInstanceUID, q.SOPInstanceUID = study_uid, series, uid
+                for status, _ident in assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet):
+                    if status is None:
+                        result.error = f"{self.describe()}: the connection was lost during C-GET"
+                        break
+                if result.error or not assoc.is_established:
+                    result.error = result.error or f"{self.describe()}: the connection was lost during C-GET"
+                    break
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        return result
+
+    def store(self, paths: Sequence[str]) -> list[str]:
+        import pydicom
+
+        datasets = [pydicom.dcmread(p) for p in paths]
+        contexts = sorted({(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets})
+        assoc = self._assoc([(c, [t]) for c, t in contexts])
+        try:
+            for d in datasets:
+                status = assoc.send_c_store(d)
+                if not status or status.Status not in (0x0000, 0xB000, 0xB007, 0xB006):
+                    raise PacsError(f"{self.describe()}: C-STORE of {d.SOPInstanceUID} failed"
+                                    + (f" (status 0x{status.Status:04X})" if status else " (connection lost)"))
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        return [str(d.SOPInstanceUID) for d in datasets]
+
+    def has_instance(self, study_uid: str, sop_uid: str) -> bool:
+        return any(u == sop_uid for _s, u in self.instances(study_uid))
+
+
+def node_from_args(dicomweb: str | None = None, dimse: str | None = None, aet: str = DEFAULT_AET,
+                   user: str = "", password: str = "", token: str = "", insecure: bool = False,
+                   ca_bundle: str | None = None, timeout: float = 20.0):
+    if bool(dicomweb) == bool(dimse):
+        raise PacsError("give exactly one node: --dicomweb URL or --dimse AET@HOST:PORT")
+    if dicomweb:
+        verify: bool | str = ca_bundle if ca_bundle else not insecure
+        return DicomWebNode(dicomweb, user, password, token, verify, timeout)
+    return DimseNode(dimse, aet, timeout)
+
+
+def timed(fn: Callable, *a, **kw):
+    t0 = time.perf_counter()
+    out = fn(*a, **kw)
+    return out, time.perf_counter() - t0
