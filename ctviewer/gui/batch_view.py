@@ -12,6 +12,7 @@ held.  The plot is redrawn at most every ``PLOT_EVERY_MS`` while results stream.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import time
 from collections import deque
 
@@ -35,6 +36,7 @@ class BatchWindow(QWidget):
     studyFinished = Signal(object)  # StudyResult
     sliceShown = Signal(str, object)  # path, frame
     exported = Signal(str, str, str)  # kind, path, error
+    sent = Signal(str)  # "" when the SR is in the PACS (found again), else why not
 
     def __init__(self, classifier=None, history=None, parent=None):
         super().__init__(parent, Qt.WindowType.Window)
@@ -92,7 +94,7 @@ class BatchWindow(QWidget):
         self.anonymize = QCheckBox("Anonymise")
         self.export_buttons = {kind: QPushButton(text) for kind, text in
                                (("pdf", "Export PDF…"), ("sr", "Export SR…"), ("csv", "Export CSV…"),
-                                ("study", "Export anonymised study…"))}
+                                ("study", "Export anonymised study…"), ("send", "Send SR to PACS…"))}
         for kind, b in self.export_buttons.items():
             b.clicked.connect(lambda _c=False, k=kind: self.export(k))
         self._layout()
@@ -336,7 +338,54 @@ class BatchWindow(QWidget):
         self.sliceShown.emit(r.path, r.frame)
 
     # --- reports -----------------------------------------------------------
+    def send_sr(self, node: dict | None = None) -> bool:
+        """Write the shown study's SR (in the images' study) and store it on a PACS node kept in
+        the settings (File → Open from PACS…), on a worker; ``sent`` says how it went."""
+        from PySide6.QtCore import QSettings
+        from PySide6.QtWidgets import QInputDialog
+
+        from .pacs_dialog import PacsTask, load_nodes, send_paths
+
+        result = self.shown_result()
+        if result is None:
+            return False
+        if node is None:
+            nodes = load_nodes(QSettings())
+            if not nodes:
+                QMessageBox.information(self, "CT Viewer", "No PACS node yet: add one in File → Open from PACS….")
+                return False
+            names = [n["name"] for n in nodes]
+            name, ok = (names[0], True) if len(names) == 1 else QInputDialog.getItem(
+                self, "Send SR to PACS", "Node", names, 0, False)
+            if not ok:
+                return False
+            node = nodes[names.index(name)]
+        import tempfile
+
+        from ctviewer.reports.dicom_sr import write_sr
+
+        folder = Path(tempfile.mkdtemp(prefix="ctviewer-sr-"))  # 0700
+        path = str(folder / "ctviewer-sr.dcm")
+        write_sr(result, path)
+        task = PacsTask(lambda t: send_paths(node, [path]))
+        task.signals.done.connect(lambda _uids, t=task: self._on_sent("", t))
+        task.signals.failed.connect(lambda msg, t=task: self._on_sent(msg, t))
+        self._tasks.add(task)
+        task.setAutoDelete(False)
+        self.state_label.setText(f"Sending the SR to {node['name']}…")
+        QThreadPool.globalInstance().start(task)
+        return True
+
+    def _on_sent(self, error: str, task) -> None:
+        self._tasks.discard(task)
+        self.state_label.setText("SR sent and found in the PACS" if not error else "SR not sent (retry)")
+        if error:
+            self.state_label.setToolTip(error)
+        self.sent.emit(error)
+
     def export(self, kind: str, dest: str | None = None) -> bool:
+        if kind == "send":
+            return self.send_sr()
         result = self.shown_result()
         results = [self.results[k] for k in sorted(self.results)]
         if not results or (kind != "csv" and result is None):

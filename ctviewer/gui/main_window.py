@@ -223,6 +223,18 @@ class MainWindow(OpeningMixin, QMainWindow):
             self.batch_window.scan([str(p) for p in paths])
         return self.batch_window
 
+    def open_pacs(self):
+        """File → Open from PACS…: the retrieved study opens here or in batch review."""
+        from .pacs_dialog import PacsDialog
+
+        if getattr(self, "pacs_dialog", None) is None:
+            self.pacs_dialog = PacsDialog(self)
+            self.pacs_dialog.studyReady.connect(
+                lambda folder, where: self.open_batch_review([folder]) if where == "batch" else self.open_paths([folder]))
+        self.pacs_dialog.show()
+        self.pacs_dialog.raise_()
+        return self.pacs_dialog
+
     # --- navigation and display --------------------------------------------
     def current_slice(self) -> Slice | None:
         si, i = self.current

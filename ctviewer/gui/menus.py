@@ -11,6 +11,7 @@ PRESET_KEYS = (("lung", "1"), ("mediastinum", "2"), ("bone", "3"), ("file", "4")
 SHORTCUTS = (
     ("Ctrl+O / Ctrl+Shift+O / Ctrl+D", "Open files / folder / DICOMDIR"),
     ("Ctrl+B", "Batch review of studies"),
+    ("Ctrl+Shift+P", "Open a study from the hospital's PACS"),
     ("Up, Down, mouse wheel", "Previous / next slice"),
     ("Page Up / Page Down", "10 slices back / forward"),
     ("Home / End", "First / last slice"),
@@ -49,6 +50,7 @@ def build_menus(win) -> None:
     win.recent_menu = f.addMenu("Open &recent")
     win.make_action("Open the &sample slices", win.open_samples, menu=f)
     win.make_action("&Batch review…", lambda: win.open_batch_review(), "Ctrl+B", menu=f)
+    win.make_action("Open from &PACS…", lambda: win.open_pacs(), "Ctrl+Shift+P", menu=f)
     f.addSeparator()
     win.make_action("E&xport history as CSV…", lambda: win.history_panel.export_csv(), menu=f)
     f.addSeparator()
