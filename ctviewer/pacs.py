@@ -75,6 +75,32 @@ class GetResult:
         return self.expected > 0 and self.missing == 0 and not self.error
 
 
+#: Ask for the stored transfer syntax: a server that transcodes every instance (to explicit VR
+#: little endian, the default) spends most of a retrieval doing it.
+ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
+
+
+def plan(listed: list[tuple[str, str]], todo: list[tuple[str, str]]) -> list[tuple[str, list[str], bool]]:
+    """How to fetch what is missing: per series, (series, missing SOP UIDs, whole series?).  A
+    series of which more than half is missing is fetched in one request (its instances already
+    here are dropped on arrival); a few missing instances are fetched one by one."""
+    total: dict[str, int] = {}
+    for s, _u in listed:
+        total[s] = total.get(s, 0) + 1
+    missing: dict[str, list[str]] = {}
+    for s, u in todo:
+        missing.setdefault(s, []).append(u)
+    return [(s, uids, len(uids) * 2 > total.get(s, 0)) for s, uids in missing.items()]
+
+
+def _shortfall(result: GetResult, who: str) -> GetResult:
+    """A stream that ended early (a connection closed mid-answer) is an error, not a success."""
+    if result.missing and not result.error and not result.cancelled:
+        result.error = (f"{who}: the answer ended with {result.missing} of the study's {result.expected} "
+                        "instances missing (connection lost?)")
+    return result
+
+
 def valid_uid(uid: str) -> bool:
     return bool(uid) and len(uid) <= 64 and bool(UID_RE.match(uid))
 
@@ -111,6 +137,9 @@ def _keep(dest: Path, ds_bytes: bytes | None, ds, wanted: set[str]) -> tuple[str
         return "?", "the server sent an object without a valid SOP Instance UID"
     if wanted and uid not in wanted:
         return uid, "the server sent an object that was not asked for"
+    short = _truncated(ds)
+    if short:
+        return uid, short
     target = dest / f"{uid}.dcm"
     tmp = dest / f".{uid}.{os.getpid()}.part"
     try:
@@ -126,6 +155,23 @@ def _keep(dest: Path, ds_bytes: bytes | None, ds, wanted: set[str]) -> tuple[str
         tmp.unlink(missing_ok=True)
         return uid, f"could not be stored ({type(exc).__name__}: {exc})"
     return uid, ""
+
+
+def _truncated(ds) -> str:
+    """Why the object's pixel data is shorter than its header says ("" when whole): an answer
+    cut off mid-instance (a connection lost) must not be kept as if complete."""
+    if "PixelData" not in ds:
+        return ""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None and ts.is_compressed:
+        return ""  # encapsulated: its length says nothing; decoding checks it when opened
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        need = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * frames * int(ds.BitsAllocated) // 8
+    except (AttributeError, TypeError, ValueError):
+        return "the image header is incomplete"
+    have = len(ds.PixelData)
+    return "" if have >= need else f"the pixel data was cut off ({have} of {need} bytes): retrieve again"
 
 
 def _present(dest: Path) -> set[str]:
@@ -232,23 +278,48 @@ class DicomWebNode:
         todo = [(s, u) for s, u in listed if u not in have]
         result.already = len(listed) - len(todo)
         wanted = {u for _s, u in todo}
-        for series, uid in todo:
+        for series, uids, whole in plan(listed, todo):
             if cancelled and cancelled():
                 result.cancelled = True
                 break
             try:
-                ds = self._call("the retrieval", self.client.retrieve_instance, study_uid, series, uid)
+                if whole:  # one streamed request for the series (most of it is missing)
+                    stream = self._call("the retrieval", self.client.iter_series, study_uid, series,
+                                        media_types=ANY_TRANSFER_SYNTAX)
+                    items = self._stream(stream)
+                else:
+                    items = (self._call("the retrieval", self.client.retrieve_instance, study_uid, series, uid,
+                                        media_types=ANY_TRANSFER_SYNTAX) for uid in uids)
+                for ds in items:
+                    if getattr(ds, "SOPInstanceUID", None) in have:
+                        continue  # already here (a series retrieved whole)
+                    got, why = _keep(dest, None, ds, wanted)
+                    if why:
+                        result.refused.append((got, why))
+                    else:
+                        result.received += 1
+                        have.add(got)
+                    if progress:
+                        progress(result.received + result.already, result.expected)
+                    if cancelled and cancelled():
+                        result.cancelled = True
+                        break
             except PacsError as exc:
                 result.error = str(exc)
                 break
-            got, why = _keep(dest, None, ds, wanted)
-            if why:
-                result.refused.append((got, why))
-            else:
-                result.received += 1
-            if progress:
-                progress(result.received + result.already, result.expected)
-        return result
+        return _shortfall(result, self.describe())
+
+    def _stream(self, stream):
+        """Datasets of a streamed answer, with the connection's faults as PacsError."""
+        it = iter(stream)
+        while True:
+            try:
+                ds = self._call("the retrieval", next, it)
+            except StopIteration:
+                return
+            except PacsError:
+                raise
+            yield ds
 
     def store(self, paths: Sequence[str]) -> list[str]:
         import pydicom
@@ -384,11 +455,14 @@ class DimseNode:
         def on_store(event):
             ds = event.dataset
             ds.file_meta = event.file_meta
+            if str(ds.get("SOPInstanceUID", "")) in have:
+                return 0x0000  # a series fetched whole: this one was already here
             got, why = _keep(dest, None, ds, wanted)
             if why:
                 result.refused.append((got, why))
             else:
                 result.received += 1
+                have.add(got)
                 if progress:
                     progress(result.received + result.already, result.expected)
             return 0x0000
@@ -400,13 +474,18 @@ class DimseNode:
             return result
         assoc = self._assoc(contexts + storage, ext=roles, handlers=[(evt.EVT_C_STORE, on_store)])
         try:
-            for series, uid in todo:
+            requests = []
+            for series, uids, whole in plan(listed, todo):
+                requests += [(series, None)] if whole else [(series, u) for u in uids]
+            for series, uid in requests:
                 if cancelled and cancelled():
                     result.cancelled = True
                     break
                 q = Dataset()
-                q.QueryRetrieveLevel = "IMAGE"
-                q.StudyInstanceUID, q.SeriesInstanceUID, q.SOPInstanceUID = study_uid, series, uid
+                q.QueryRetrieveLevel = "SERIES" if uid is None else "IMAGE"
+                q.StudyInstanceUID, q.SeriesInstanceUID = study_uid, series
+                if uid is not None:
+                    q.SOPInstanceUID = uid
                 for status, _ident in assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet):
                     if status is None:
                         result.error = f"{self.describe()}: the connection was lost during C-GET"
@@ -417,7 +496,7 @@ class DimseNode:
         finally:
             if assoc.is_established:
                 assoc.release()
-        return result
+        return _shortfall(result, self.describe())
 
     def store(self, paths: Sequence[str]) -> list[str]:
         import pydicom
