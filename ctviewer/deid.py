@@ -63,6 +63,19 @@ PROFILE_CODES = (("113100", "Basic Application Confidentiality Profile"),
                  ("113105", "Clean Descriptors Option"))
 
 
+def mark_deidentified(ds: Dataset) -> None:
+    """Patient Identity Removed, the method and its codes (113100, 113107, 113105)."""
+    ds.PatientIdentityRemoved = "YES"
+    ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    ds.DeidentificationMethod = METHOD
+    seq = []
+    for code, meaning in PROFILE_CODES:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code, "DCM", meaning
+        seq.append(item)
+    ds.DeidentificationMethodCodeSequence = seq
+
+
 class BurnedInAnnotation(Exception):
     """The image may carry identifying text in its pixels."""
 
@@ -190,15 +203,7 @@ class Deidentifier:
                     delattr(holder, kw)
         ds.PatientID = self.patient_id(patient)
         ds.PatientName = ds.PatientID
-        ds.PatientIdentityRemoved = "YES"
-        ds.LongitudinalTemporalInformationModified = "MODIFIED"
-        ds.DeidentificationMethod = METHOD
-        seq = []
-        for code, meaning in PROFILE_CODES:
-            item = Dataset()
-            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code, "DCM", meaning
-            seq.append(item)
-        ds.DeidentificationMethodCodeSequence = seq
+        mark_deidentified(ds)
         if reason:
             ds.BurnedInAnnotation = "YES"
         for uid in originals:  # record the mapping (the same derivation as dicognito's)

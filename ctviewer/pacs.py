@@ -93,6 +93,35 @@ def plan(listed: list[tuple[str, str]], todo: list[tuple[str, str]]) -> list[tup
     return [(s, uids, len(uids) * 2 > total.get(s, 0)) for s, uids in missing.items()]
 
 
+def _begin_get(node, study_uid: str, dest: Path):
+    """What a retrieval starts from, for either protocol: (listed, missing, present UIDs,
+    wanted UIDs, the result so far).  The study's instances are listed first; those already
+    in ``dest`` are not fetched again."""
+    if not valid_uid(study_uid):
+        raise PacsError(f"{study_uid!r} is not a Study Instance UID")
+    dest.mkdir(parents=True, exist_ok=True)
+    listed = node.instances(study_uid)
+    have = _present(dest)
+    todo = [(s, u) for s, u in listed if u not in have]
+    result = GetResult(study_uid, expected=len(listed), already=len(listed) - len(todo))
+    return listed, todo, have, {u for _s, u in todo}, result
+
+
+def _arrived(ds, dest: Path, have: set[str], wanted: set[str], result: GetResult, progress) -> None:
+    """One received instance: kept (and counted) or refused with the reason; an instance already
+    here (a series fetched whole) is dropped."""
+    if str(getattr(ds, "SOPInstanceUID", "")) in have:
+        return
+    got, why = _keep(dest, None, ds, wanted)
+    if why:
+        result.refused.append((got, why))
+        return
+    result.received += 1
+    have.add(got)
+    if progress:
+        progress(result.received + result.already, result.expected)
+
+
 def _shortfall(result: GetResult, who: str) -> GetResult:
     """A stream that ended early (a connection closed mid-answer) is an error, not a success."""
     if result.missing and not result.error and not result.cancelled:
@@ -269,15 +298,7 @@ class DicomWebNode:
         return out
 
     def get(self, study_uid: str, dest: Path, progress=None, cancelled=None) -> GetResult:
-        if not valid_uid(study_uid):
-            raise PacsError(f"{study_uid!r} is not a Study Instance UID")
-        dest.mkdir(parents=True, exist_ok=True)
-        listed = self.instances(study_uid)
-        result = GetResult(study_uid, expected=len(listed))
-        have = _present(dest)
-        todo = [(s, u) for s, u in listed if u not in have]
-        result.already = len(listed) - len(todo)
-        wanted = {u for _s, u in todo}
+        listed, todo, have, wanted, result = _begin_get(self, study_uid, dest)
         for series, uids, whole in plan(listed, todo):
             if cancelled and cancelled():
                 result.cancelled = True
@@ -291,16 +312,7 @@ class DicomWebNode:
                     items = (self._call("the retrieval", self.client.retrieve_instance, study_uid, series, uid,
                                         media_types=ANY_TRANSFER_SYNTAX) for uid in uids)
                 for ds in items:
-                    if getattr(ds, "SOPInstanceUID", None) in have:
-                        continue  # already here (a series retrieved whole)
-                    got, why = _keep(dest, None, ds, wanted)
-                    if why:
-                        result.refused.append((got, why))
-                    else:
-                        result.received += 1
-                        have.add(got)
-                    if progress:
-                        progress(result.received + result.already, result.expected)
+                    _arrived(ds, dest, have, wanted, result, progress)
                     if cancelled and cancelled():
                         result.cancelled = True
                         break
@@ -442,29 +454,12 @@ class DimseNode:
         from pynetdicom.presentation import StoragePresentationContexts
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
-        if not valid_uid(study_uid):
-            raise PacsError(f"{study_uid!r} is not a Study Instance UID")
-        dest.mkdir(parents=True, exist_ok=True)
-        listed = self.instances(study_uid)
-        result = GetResult(study_uid, expected=len(listed))
-        have = _present(dest)
-        todo = [(s, u) for s, u in listed if u not in have]
-        result.already = len(listed) - len(todo)
-        wanted = {u for _s, u in todo}
+        listed, todo, have, wanted, result = _begin_get(self, study_uid, dest)
 
         def on_store(event):
             ds = event.dataset
             ds.file_meta = event.file_meta
-            if str(ds.get("SOPInstanceUID", "")) in have:
-                return 0x0000  # a series fetched whole: this one was already here
-            got, why = _keep(dest, None, ds, wanted)
-            if why:
-                result.refused.append((got, why))
-            else:
-                result.received += 1
-                have.add(got)
-                if progress:
-                    progress(result.received + result.already, result.expected)
+            _arrived(ds, dest, have, wanted, result, progress)
             return 0x0000
 
         contexts = [StudyRootQueryRetrieveInformationModelGet]

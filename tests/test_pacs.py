@@ -117,6 +117,17 @@ def test_find_filters(server, sources, proto, tmp_path, capsys):
     assert "0 studies found" in capsys.readouterr().err
 
 
+def smallest_study_copy(sources, tmp_path: Path) -> tuple[str, Path, Path]:
+    """(study UID, a folder with a copy of its files, a tiny model package) for report --send."""
+    by_study = studies_of(sources)
+    study = min(by_study, key=lambda u: len(by_study[u]))
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in by_study[study]:
+        (src / f.name).write_bytes(f.read_bytes())
+    return study, src, make_model_package(tmp_path / "model")
+
+
 def _same(received: Path, original: Path) -> bool:
     """The same object: every element's value (the transfer syntax may differ: a server may
     send its stored syntax, pydicom reads implicit VR private elements as bytes) and the pixels."""
@@ -167,13 +178,7 @@ def test_get_whole_study_and_resume_after_the_server_stops(server, sources, prot
 
 @pytest.mark.parametrize("proto", ["dicomweb", "dimse"])
 def test_report_sends_the_sr_into_the_study(server, sources, proto, tmp_path, capsys):
-    by_study = studies_of(sources)
-    study = min(by_study, key=lambda u: len(by_study[u]))
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in by_study[study]:
-        (src / f.name).write_bytes(f.read_bytes())
-    model = make_model_package(tmp_path / "model")
+    study, src, model = smallest_study_copy(sources, tmp_path)
     out = tmp_path / "out"
     args = ["report", str(src), "--pdf", str(out / "r.pdf"), "--sr", str(out / "sr.dcm"), "--sc", str(out / "sc.dcm"),
             "--model", str(model), "--send", *(web(server) if proto == "dicomweb" else dimse(server))]
@@ -187,13 +192,7 @@ def test_report_sends_the_sr_into_the_study(server, sources, proto, tmp_path, ca
 
 
 def test_a_failed_store_is_reported_and_can_be_retried(server, sources, tmp_path, capsys):
-    by_study = studies_of(sources)
-    study = min(by_study, key=lambda u: len(by_study[u]))
-    src = tmp_path / "src"
-    src.mkdir()
-    for f in by_study[study]:
-        (src / f.name).write_bytes(f.read_bytes())
-    model = make_model_package(tmp_path / "model")
+    study, src, model = smallest_study_copy(sources, tmp_path)
     out = tmp_path / "out"
     args = ["report", str(src), "--pdf", str(out / "r.pdf"), "--sr", str(out / "sr.dcm"), "--model", str(model),
             "--send", *web(server), "--timeout", "3"]

@@ -176,17 +176,9 @@ def _base(result: StudyResult, sop_class: str, modality: str, anonymize: bool) -
     ds.PatientBirthDate = "" if anonymize else p.birth_date.replace("-", "")
     ds.PatientSex = "" if anonymize else p.sex
     if anonymize:
-        from ctviewer.deid import METHOD, PROFILE_CODES
+        from ctviewer.deid import mark_deidentified
 
-        ds.PatientIdentityRemoved = "YES"
-        ds.LongitudinalTemporalInformationModified = "MODIFIED"
-        ds.DeidentificationMethod = METHOD
-        codes = []
-        for value, meaning in PROFILE_CODES:
-            item = Dataset()
-            item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
-            codes.append(item)
-        ds.DeidentificationMethodCodeSequence = codes
+        mark_deidentified(ds)
     st = result.study
     ds.StudyInstanceUID = study_uid(result)
     ds.StudyDate, ds.StudyTime = st.date.replace("-", ""), ""
