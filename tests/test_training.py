@@ -425,3 +425,13 @@ def test_study_calibration_fit_learns_correlated_slices():
     assert cal.p_covid(24, 25) > 0.75 and cal.p_covid(1, 25) < 0.25  # clear studies get a label
     rel = reliability(studies, lambda s: cal)
     assert sum(r["studies"] for r in rel["bands"]) == 90
+
+
+def test_train_exclude_leaves_validation_alone():
+    from training.dataset import exclude_from_training
+
+    paths = ["/m/COVID/CT-1_study_0001.png", "/m/COVID/CT-2_study_0002.png", "/m/non-COVID/CT-0_study_0003.png",
+             "/m/COVID/CT-1_study_0004.png"]
+    train = np.array([0, 1, 2])
+    assert exclude_from_training(paths, train, ["CT-1_*"]).tolist() == [1, 2]
+    assert exclude_from_training(paths, train, []).tolist() == [0, 1, 2]

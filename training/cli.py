@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--zero-init-residual", choices=["on", "off"], default=None,
                    help="override whether each residual branch's last BatchNorm starts at gamma = 0")
     t.add_argument("--clipnorm", type=float, default=None, help="override the gradient clipping norm (0 turns it off)")
+    t.add_argument("--train-exclude", nargs="+", default=None, metavar="GLOB",
+                   help="leave files whose name matches out of training (validation unchanged), e.g. 'CT-1_*'")
     t.add_argument("--source-aug", choices=["on", "off"], default=None,
                    help="override whether the recipe simulates other hospitals' exports (augment.SOURCE_AUG)")
     t.add_argument("--seed", type=int, default=0)
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
               val_fraction=a.val_fraction, size=a.size, name=a.name, version=a.version,
               command=shlex.join(["python", "-m", "training", *args]), leave_out=a.leave_out,
               balance=a.balance == "on", init=a.init, warmup_epochs=a.warmup_epochs,
-              source_aug=None if a.source_aug is None else a.source_aug == "on")
+              source_aug=None if a.source_aug is None else a.source_aug == "on", train_exclude=a.train_exclude)
         return 0
     if a.cmd == "tables":
         from .card_tables import attach

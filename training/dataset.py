@@ -85,6 +85,19 @@ def grouping_rule(source: str) -> str:
     return "blocks"
 
 
+def exclude_from_training(paths: list[str], train: np.ndarray, patterns: list[str]) -> np.ndarray:
+    """``train`` (indices into ``paths``) without the files whose name matches one of the glob
+    ``patterns`` (``--train-exclude``): the validation split is unchanged, so the numbers stay
+    comparable with runs that trained on everything (e.g. MosMed's CT-1 studies, labelled COVID
+    with under 25 % of the lung involved, left out of training but still validated on)."""
+    import fnmatch
+
+    if not patterns:
+        return train
+    keep = [i for i in train if not any(fnmatch.fnmatch(Path(paths[i]).name, p) for p in patterns)]
+    return np.asarray(keep, dtype=train.dtype)
+
+
 def discover(data_dir: str | Path | list, block: int = 25) -> LabelledSet:
     """Every slice file under ``data_dir/<class>/`` (recursive), sorted.  A list of folders
     gives one source per folder, in that order, each grouped by its own rule."""

@@ -16,7 +16,7 @@ from ctviewer.inference.calibration import covid_score, fit_temperature, sigmoid
 from ctviewer.inference.card import ModelCard, sha256_file
 
 from . import evaluate
-from .dataset import balance_weights, decode_all, discover, positive_class, source_split
+from .dataset import balance_weights, decode_all, discover, exclude_from_training, positive_class, source_split
 from .recipes import all_layers, compile_model, make_recipe, zero_init_residuals
 
 WEIGHTS = "model.weights.h5"
@@ -69,7 +69,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
           block: int = 25, val_fraction: float = 0.2, size: int = 80, name: str | None = None,
           version: str = "1.0.0", command: str | None = None, leave_out: str | None = None,
           balance: bool = True, init: str | None = None, warmup_epochs: int | None = None,
-          source_aug: bool | None = None) -> dict:
+          source_aug: bool | None = None, train_exclude: list[str] | None = None) -> dict:
     import keras
 
     from .architecture import build_model, cached_imagenet_weights
@@ -119,6 +119,11 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     dec = decode_all(ds, params, log=log)
     labels, groups, sources = ds.labels[dec.keep], ds.groups[dec.keep], ds.sources[dec.keep]
     tr, va = source_split(sources, groups, labels, val_fraction, seed)
+    if train_exclude:
+        kept_paths = [ds.paths[i] for i in dec.keep]
+        before = len(tr)
+        tr = exclude_from_training(kept_paths, tr, list(train_exclude))
+        log(f"--train-exclude {' '.join(train_exclude)}: {before - len(tr)} training slices left out (validation unchanged)")
     held_out = np.zeros(0, np.int64)
     if leave_out is not None:  # the left-out source is never trained on: all of it is a test set
         held_out = np.flatnonzero(sources == leave_out)
@@ -221,6 +226,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         "left_out": leave_out,
         "init": None if not init else {"file": Path(init).name, "sha256": init_sha},
         "class_balance": "within each source" if balance else "none",
+        "train_exclude": list(train_exclude or []),
         "classes": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
         "split": {"grouping": f"class/(file number // {block})", "val_fraction": val_fraction, "seed": seed,
                   "train_slices": int(len(tr)), "val_slices": int(len(va)),
