@@ -346,6 +346,26 @@ def test_sources_split_alone_and_weights_balance_classes_within_each(tiny_data, 
     for c in (0, 1):
         assert np.isclose(w[m & (both.labels == c)].sum(), 6.0)  # 12 slices, two classes: 6 each
     assert np.isclose(w[~m].sum(), 48.0)
+    w2 = balance_weights(both.sources, both.labels, source_weights={tiny_data.name: 2.0})
+    assert np.isclose(w2[~m].sum(), 96.0) and np.array_equal(w2[m], w[m])  # the share doubles, balance kept
+    plain = balance_weights(both.sources, both.labels, balance=False, source_weights={"mosmed": 0.5})
+    assert np.allclose(plain[m], 0.5) and np.allclose(plain[~m], 1.0)
+    with pytest.raises(ValueError, match="unknown sources"):
+        balance_weights(both.sources, both.labels, source_weights={"nosuch": 2.0})
+
+
+def test_source_weight_option_is_parsed_and_checked(capsys):
+    import argparse
+
+    from training.cli import _source_weights
+
+    ap = argparse.ArgumentParser()
+    assert _source_weights(ap, ["sarscov2-dev=2", "a=b=0.5"]) == {"sarscov2-dev": 2.0, "a=b": 0.5}
+    assert _source_weights(ap, None) == {}
+    for bad in ("sarscov2-dev", "=2", "x=0", "x=-1", "x=two"):
+        with pytest.raises(SystemExit):
+            _source_weights(ap, [bad])
+        assert "expected SOURCE=W" in capsys.readouterr().err
 
 
 def test_source_augmentation_is_deterministic_and_keeps_the_crop():

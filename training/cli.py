@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--clipnorm", type=float, default=None, help="override the gradient clipping norm (0 turns it off)")
     t.add_argument("--train-exclude", nargs="+", default=None, metavar="GLOB",
                    help="leave files whose name matches out of training (validation unchanged), e.g. 'CT-1_*'")
+    t.add_argument("--source-weight", nargs="+", default=None, metavar="SOURCE=W",
+                   help="multiply a source's share of the loss, e.g. sarscov2-dev=2 (default 1 each)")
     t.add_argument("--source-aug", choices=["on", "off"], default=None,
                    help="override whether the recipe simulates other hospitals' exports (augment.SOURCE_AUG)")
     t.add_argument("--seed", type=int, default=0)
@@ -80,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
               val_fraction=a.val_fraction, size=a.size, name=a.name, version=a.version,
               command=shlex.join(["python", "-m", "training", *args]), leave_out=a.leave_out,
               balance=a.balance == "on", init=a.init, warmup_epochs=a.warmup_epochs,
-              source_aug=None if a.source_aug is None else a.source_aug == "on", train_exclude=a.train_exclude)
+              source_aug=None if a.source_aug is None else a.source_aug == "on", train_exclude=a.train_exclude,
+              source_weights=_source_weights(ap, a.source_weight))
         return 0
     if a.cmd == "tables":
         from .card_tables import attach
@@ -99,6 +102,20 @@ def main(argv: list[str] | None = None) -> int:
 
     return evaluate_folder(a.model, a.data, a.out, block=a.block, split=a.split, seed=a.seed,
                            val_fraction=a.val_fraction)
+
+
+def _source_weights(ap: argparse.ArgumentParser, items: list[str] | None) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        name, sep, value = item.rpartition("=")
+        try:
+            w = float(value)
+        except ValueError:
+            w = -1.0
+        if not sep or not name or not w > 0:
+            ap.error(f"--source-weight {item!r}: expected SOURCE=W with W > 0, e.g. sarscov2-dev=2")
+        out[name] = w
+    return out
 
 
 if __name__ == "__main__":

@@ -178,17 +178,26 @@ def source_split(sources: np.ndarray, groups: np.ndarray, labels: np.ndarray, va
     return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
 
 
-def balance_weights(sources: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def balance_weights(sources: np.ndarray, labels: np.ndarray, balance: bool = True,
+                    source_weights: dict[str, float] | None = None) -> np.ndarray:
     """Per-slice loss weights that balance the classes within each source (MosMed is 78 %
     COVID: unweighted, "MosMed-looking" would predict COVID), keeping each source's total
-    weight at its number of slices, so sources still count by their size."""
+    weight at its number of slices, so sources still count by their size.
+
+    ``source_weights`` multiplies a source's total (``{"sarscov2-dev": 2}``: that source
+    counts twice its size in the loss); with ``balance=False`` only these multipliers apply."""
+    source_weights = dict(source_weights or {})
+    unknown = set(source_weights) - set(np.unique(sources).tolist())
+    if unknown:
+        raise ValueError(f"source weights for unknown sources {sorted(unknown)}; sources: {sorted(set(sources))}")
     w = np.ones(len(labels), np.float32)
     for s in np.unique(sources):
         m = sources == s
         classes = np.unique(labels[m])
         for c in classes:
             mc = m & (labels == c)
-            w[mc] = m.sum() / (len(classes) * mc.sum())
+            w[mc] = m.sum() / (len(classes) * mc.sum()) if balance else 1.0
+        w[m] *= float(source_weights.get(str(s), 1.0))
     return w
 
 

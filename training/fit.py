@@ -69,7 +69,8 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
           block: int = 25, val_fraction: float = 0.2, size: int = 80, name: str | None = None,
           version: str = "1.0.0", command: str | None = None, leave_out: str | None = None,
           balance: bool = True, init: str | None = None, warmup_epochs: int | None = None,
-          source_aug: bool | None = None, train_exclude: list[str] | None = None) -> dict:
+          source_aug: bool | None = None, train_exclude: list[str] | None = None,
+          source_weights: dict[str, float] | None = None) -> dict:
     import keras
 
     from .architecture import build_model, cached_imagenet_weights
@@ -134,7 +135,12 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     from .augment import SliceBatches
 
     pick = lambda idx: ([dec.images[i] for i in idx], dec.boxes[idx], labels[idx])  # noqa: E731
-    weights = balance_weights(sources[tr], labels[tr]) if balance else None
+    weights = None
+    if balance or source_weights:
+        try:
+            weights = balance_weights(sources[tr], labels[tr], balance, source_weights)
+        except ValueError as exc:
+            raise SystemExit(f"error: --source-weight: {exc}") from None
     train_seq = SliceBatches(*pick(tr), size, recipe.batch_size, aug=recipe.augmentation, seed=seed, shuffle=True,
                              mixup=recipe.mixup, weights=weights)
     val_seq = SliceBatches(*pick(va), size, 64)
@@ -226,6 +232,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         "left_out": leave_out,
         "init": None if not init else {"file": Path(init).name, "sha256": init_sha},
         "class_balance": "within each source" if balance else "none",
+        "source_weights": dict(source_weights or {}),
         "train_exclude": list(train_exclude or []),
         "classes": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
         "split": {"grouping": f"class/(file number // {block})", "val_fraction": val_fraction, "seed": seed,
