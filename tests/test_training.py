@@ -237,6 +237,17 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     printed = capsys.readouterr().out
     assert "accuracy" in printed and (tmp_path / "ev" / "report.html").is_file()
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["n_slices"] == 48
+    # both write per-slice scores; the run's validation slices are a subset of the evaluation's
+    from training.compare import compare, read_scores
+
+    run_scores, ev_scores = read_scores(out), read_scores(tmp_path / "ev")
+    assert len(ev_scores) == 48 and len(run_scores) == v["n_slices"] and set(run_scores) <= set(ev_scores)
+    assert {r["label"] for r in ev_scores.values()} == {0, 1}
+    same = compare(out, out)["per_source"][tiny_data.name]
+    assert same["delta"] == 0 and same["delta_ci95"] == [0.0, 0.0]
+    assert main(["compare", str(tmp_path / "ev"), str(out), "--out", str(tmp_path / "cmp.json")]) in (0, 1)
+    assert "| source |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cmp.json").read_text())["only_old"] == 48 - v["n_slices"]
 
 
 @pytest.mark.slow

@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     tb.add_argument("--replaces", default=None, metavar="METRICS_JSON",
                     help="metrics.json of 'evaluate --split validation' for the model this one replaces")
     tb.add_argument("--replaced-card", default=None, metavar="DIR", help="that model's package (name, version, hash)")
+    cp = sub.add_parser("compare", help="a new model against the one it replaces, per source, with a paired bootstrap")
+    cp.add_argument("old", help="scores.csv (or its folder) of the model in use, from train or evaluate")
+    cp.add_argument("new", help="scores.csv (or its folder) of the candidate, on the same slices")
+    cp.add_argument("--out", default=None, help="also write the comparison as JSON")
+    cp.add_argument("--bootstrap", type=int, default=2000, help="paired group resamples (default 2000)")
     sc = sub.add_parser("study-calibration",
                         help="fit the study verdict's confidence on validation pseudo-studies; store it in the card")
     sc.add_argument("--model", required=True, help="the model package (its model-card.json is updated)")
@@ -94,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         from .study_calibration import main as study_main
 
         return study_main(a.model, a.data, a.seed, a.val_fraction, a.block, args)
+    if a.cmd == "compare":
+        from .compare import main as compare_main
+
+        return compare_main(a.old, a.new, a.out, a.bootstrap)
     if a.cmd == "export":
         from .export import main as export_main
 

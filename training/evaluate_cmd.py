@@ -19,6 +19,7 @@ from ctviewer.inference.model import load_classifier
 
 from . import evaluate
 from .augment import SliceBatches
+from .compare import SCORES, write_scores
 from .dataset import decode_all, discover, source_split
 
 
@@ -50,6 +51,7 @@ def evaluate_folder(model_dir: str, data, out: str | None = None, block: int = 2
     figures = evaluate.write_plots(out_dir, y, p_raw, p_cal, card.classes, pos_name)
     rep = evaluate.text_report(y, p_cal, card.classes, pos_name)
     (out_dir / "classification_report.txt").write_text(rep, encoding="utf-8")
+    write_scores(out_dir / SCORES, [ds.paths[i] for i in dec.keep[idx]], sources[idx], groups[idx], y, p_raw, p_cal)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     evaluate.write_html(out_dir, f"{card.title} on {name}", metrics, figures, rep, [
         f"{len(y)} slices ({split}), {len(ds.paths) - len(dec.keep)} unreadable files skipped.",

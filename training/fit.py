@@ -16,6 +16,7 @@ from ctviewer.inference.calibration import covid_score, fit_temperature, sigmoid
 from ctviewer.inference.card import ModelCard, sha256_file
 
 from . import evaluate
+from .compare import SCORES, write_scores
 from .dataset import balance_weights, decode_all, discover, exclude_from_training, positive_class, source_split
 from .recipes import all_layers, compile_model, make_recipe, zero_init_residuals
 
@@ -216,6 +217,8 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         s_out = clf.raw_scores(SliceBatches(*pick(held_out), size, 64).inputs())
         card.metrics["left_out"] = {leave_out: evaluate.summarise(
             y_out, sigmoid(s_out), sigmoid(s_out / temperature), groups[held_out])}
+    kept_paths = [ds.paths[i] for i in dec.keep]
+    write_scores(out_dir / SCORES, [kept_paths[i] for i in va], sources[va], groups[va], y, p_raw, p_cal)
     for src, m in card.metrics["per_source"].items():
         log(f"validation {src}: {m['n_slices']} slices, accuracy {m['accuracy']:.3f}, AUC {m['roc_auc']:.3f}, "
             f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, ECE {m['ece_after']:.3f}")
