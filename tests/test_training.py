@@ -197,7 +197,8 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     out = tmp_path / recipe
     assert main(["train", "--data", str(tiny_data), "--out", str(out), "--recipe", recipe,
                  "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1", "--learning-rate", "5e-4",
-                 "--mixup", "0.2", "--precise-bn", "on", "--zero-init-residual", "on", "--clipnorm", "1.0"]) == 0
+                 "--mixup", "0.2", "--precise-bn", "on", "--zero-init-residual", "on", "--clipnorm", "1.0",
+                 "--raster-intensity", "none" if recipe == "seed" else "landmarks"]) == 0
     err = capsys.readouterr().err
     assert "epoch   1/2" in err and "validation on" in err and "accuracy" in err
     for f in (*PLOTS, "model-card.json", "model.weights.h5", "model.onnx", "report.html", "classification_report.txt"):
@@ -211,6 +212,7 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     assert onnx_info["opset"] == 17 and onnx_info["outputs"] == ["logits", "features"]
     _gradcam_matches_gradient_tape(out)
     assert card.preprocessing["size"] == 32 and card.preprocessing["window_center"] == -600
+    assert card.preprocessing["raster_intensity"] == ("none" if recipe == "seed" else "landmarks")
     assert card.positive_class == "COVID" and card.temperature > 0
     v = card.metrics["validation"]
     for k in ("accuracy", "roc_auc", "sensitivity", "specificity", "ece_before", "ece_after"):

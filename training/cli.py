@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave files whose name matches out of training (validation unchanged), e.g. 'CT-1_*'")
     t.add_argument("--source-weight", nargs="+", default=None, metavar="SOURCE=W",
                    help="multiply a source's share of the loss, e.g. sarscov2-dev=2 (default 1 each)")
+    t.add_argument("--raster-intensity", choices=["landmarks", "none"], default="landmarks",
+                   help="8-bit slices: standardised from their own landmarks (default) or taken as stored (1.1.0)")
     t.add_argument("--source-aug", choices=["on", "off"], default=None,
                    help="override whether the recipe simulates other hospitals' exports (augment.SOURCE_AUG)")
     t.add_argument("--seed", type=int, default=0)
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
               command=shlex.join(["python", "-m", "training", *args]), leave_out=a.leave_out,
               balance=a.balance == "on", init=a.init, warmup_epochs=a.warmup_epochs,
               source_aug=None if a.source_aug is None else a.source_aug == "on", train_exclude=a.train_exclude,
-              source_weights=_source_weights(ap, a.source_weight))
+              source_weights=_source_weights(ap, a.source_weight),
+              raster_intensity=a.raster_intensity)
         return 0
     if a.cmd == "tables":
         from .card_tables import attach

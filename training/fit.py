@@ -71,7 +71,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
           version: str = "1.0.0", command: str | None = None, leave_out: str | None = None,
           balance: bool = True, init: str | None = None, warmup_epochs: int | None = None,
           source_aug: bool | None = None, train_exclude: list[str] | None = None,
-          source_weights: dict[str, float] | None = None) -> dict:
+          source_weights: dict[str, float] | None = None, raster_intensity: str = "landmarks") -> dict:
     import keras
 
     from .architecture import build_model, cached_imagenet_weights
@@ -106,7 +106,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     if recipe_name == "seed" and not imagenet:
         log("note: no ImageNet ResNet50 weights in the Keras cache (~/.keras/models); the seed recipe trains "
             "its trunk from scratch (a frozen random trunk could not learn). Results differ from the notebook's.")
-    params = PreprocessParams(size=size)
+    params = PreprocessParams(size=size, raster_intensity=raster_intensity)
 
     data_dirs = [data] if isinstance(data, str) else list(data)
     ds = discover(data_dirs, block=block)
