@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     tb.add_argument("--replaces", default=None, metavar="METRICS_JSON",
                     help="metrics.json of 'evaluate --split validation' for the model this one replaces")
     tb.add_argument("--replaced-card", default=None, metavar="DIR", help="that model's package (name, version, hash)")
+    au = sub.add_parser("audit", help="how well label-free cues (grey levels, size, format) separate the classes, per source")
+    au.add_argument("--data", required=True, nargs="+", help="folder(s) with one subfolder per class (one source each)")
+    au.add_argument("--out", default=None, help="also write the audit as JSON")
+    au.add_argument("--block", type=int, default=25)
+    au.add_argument("--raster-intensity", choices=["none", "landmarks"], default="none",
+                    help="grey levels as stored (default) or after the 8-bit standardisation the model sees")
     cp = sub.add_parser("compare", help="a new model against the one it replaces, per source, with a paired bootstrap")
     cp.add_argument("old", help="scores.csv (or its folder) of the model in use, from train or evaluate")
     cp.add_argument("new", help="scores.csv (or its folder) of the candidate, on the same slices")
@@ -102,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         from .study_calibration import main as study_main
 
         return study_main(a.model, a.data, a.seed, a.val_fraction, a.block, args)
+    if a.cmd == "audit":
+        from .audit import main as audit_main
+
+        return audit_main(a.data, a.out, a.block, a.raster_intensity)
     if a.cmd == "compare":
         from .compare import main as compare_main
 

@@ -105,6 +105,21 @@ def intensity_landmarks(img8: np.ndarray) -> tuple[float, float] | None:
     second threshold.  The air outside the body is not used: DICOM exports put the scanner's
     field-of-view padding there, and crops have none.
     """
+    chest = chest_hull8(img8)
+    if chest is None:
+        return None
+    _, hull, t2 = chest
+    inside = chest[0][hull == 1]
+    tissue = inside[inside > t2]
+    if tissue.size < 0.01 * inside.size:
+        return None
+    return float(np.percentile(inside, 1)), float(np.median(tissue))
+
+
+def chest_hull8(img8: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """``intensity_landmarks``' chest: (the image at working resolution without uniform
+    borders, the chest's convex hull as a 0/1 mask over it, the Otsu threshold between aerated
+    lung and soft tissue inside the hull), or None when there is no chest to measure."""
     cx0, cy0, cx1, cy1 = content_box(img8)
     img = img8[cy0:cy1, cx0:cx1]
     h, w = img.shape
@@ -122,12 +137,8 @@ def intensity_landmarks(img8: np.ndarray) -> tuple[float, float] | None:
         return None
     hull = np.zeros_like(bright)
     cv2.fillConvexPoly(hull, cv2.convexHull(body_outline((labels == body_label).view(np.uint8))), 1)
-    inside = small[hull == 1]
-    t2, _ = cv2.threshold(inside.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    tissue = inside[inside > t2]
-    if tissue.size < 0.01 * inside.size:
-        return None
-    return float(np.percentile(inside, 1)), float(np.median(tissue))
+    t2, _ = cv2.threshold(small[hull == 1].reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return small, hull, float(t2)
 
 
 def standardise8(img8: np.ndarray) -> np.ndarray:
