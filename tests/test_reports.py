@@ -183,7 +183,7 @@ def test_pdf_pages_and_content(tmp_path, real, card):
     text = _pdf_text(data)
     for expected in (real.patient.name, real.patient.patient_id, "Verdict: COVID", "dence 83%", "another model",
                      "not judged (no lung, not axial)", "threshold 0.5", "slice position (mm)", "Most suspicious slices",
-                     SAMPLE.name, "Model card summary", "ct-resnet50 1.1.0", card.sha256[:16], "95% CI",
+                     SAMPLE.name, "Model card summary", card.title, card.sha256[:16], "95% CI",
                      "Known limits", "CC BY-NC-SA 4.0", "CT Viewer 9.8.7", "page 3/3"):
         assert expected in text, expected
     assert text.count("Research use only") >= 4  # footer on every page + the card page
