@@ -250,6 +250,27 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     assert main(["compare", str(tmp_path / "ev"), str(out), "--out", str(tmp_path / "cmp.json")]) in (0, 1)
     assert "| source |" in capsys.readouterr().out
     assert json.loads((tmp_path / "cmp.json").read_text())["only_old"] == 48 - v["n_slices"]
+    # a weight soup of a run with itself is that run, evaluated and exported the same way
+    assert main(["soup", str(out), str(out), "--alpha", "0.5", "--data", str(tiny_data), "--out", str(tmp_path / "soup"),
+                 "--block", "6", "--seed", "1"]) == 0
+    soup = ModelCard.load(tmp_path / "soup")
+    assert soup.weights_file == "model.onnx" and soup.sha256 == sha256_file(tmp_path / "soup" / "model.onnx")
+    assert soup.training["soup"]["alpha"] == 0.5 and len(soup.training["soup"]["runs"]) == 2
+    assert soup.training["command"].startswith("python -m training soup ")
+    for k in ("accuracy", "roc_auc"):
+        assert soup.metrics["validation"][k] == pytest.approx(v[k], abs=1e-9), k
+    assert set(read_scores(tmp_path / "soup")) == set(run_scores)
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    doc = json.loads((other / "model-card.json").read_text())
+    doc["preprocessing"]["margin"] = 0.2
+    (other / "model-card.json").write_text(json.dumps(doc))
+    with pytest.raises(SystemExit, match="differ in preprocessing"):
+        main(["soup", str(out), str(other), "--alpha", "0.5", "--data", str(tiny_data), "--out", str(tmp_path / "s2")])
+    with pytest.raises(SystemExit, match="between 0 and 1"):
+        main(["soup", str(out), str(out), "--alpha", "1.5", "--data", str(tiny_data), "--out", str(tmp_path / "s3")])
 
 
 @pytest.mark.slow

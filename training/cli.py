@@ -66,6 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     tb.add_argument("--replaces", default=None, metavar="METRICS_JSON",
                     help="metrics.json of 'evaluate --split validation' for the model this one replaces")
     tb.add_argument("--replaced-card", default=None, metavar="DIR", help="that model's package (name, version, hash)")
+    so = sub.add_parser("soup", help="interpolate the weights of two runs of the same model (WiSE-FT), evaluate, export")
+    so.add_argument("run_a", help="a training run folder (model.weights.h5 + model-card.json): alpha 0")
+    so.add_argument("run_b", help="another run of the same architecture and preprocessing: alpha 1")
+    so.add_argument("--alpha", type=float, required=True, help="weight of RUN_B, between 0 and 1")
+    so.add_argument("--data", required=True, nargs="+", help="the sources, as given to train (for the validation split)")
+    so.add_argument("--out", required=True)
+    so.add_argument("--leave-out", default=None, metavar="SOURCE", help="a leave-one-source-out fold: test on all of it")
+    so.add_argument("--seed", type=int, default=0)
+    so.add_argument("--val-fraction", type=float, default=0.2)
+    so.add_argument("--block", type=int, default=25)
+    so.add_argument("--name", default=None)
+    so.add_argument("--version", default="1.0.0")
     au = sub.add_parser("audit", help="how well label-free cues (grey levels, size, format) separate the classes, per source")
     au.add_argument("--data", required=True, nargs="+", help="folder(s) with one subfolder per class (one source each)")
     au.add_argument("--out", default=None, help="also write the audit as JSON")
@@ -108,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         from .study_calibration import main as study_main
 
         return study_main(a.model, a.data, a.seed, a.val_fraction, a.block, args)
+    if a.cmd == "soup":
+        from .soup import soup
+
+        soup(a.run_a, a.run_b, a.alpha, a.data, a.out, seed=a.seed, val_fraction=a.val_fraction, block=a.block,
+             leave_out=a.leave_out, name=a.name, version=a.version,
+             command=shlex.join(["python", "-m", "training", *args]))
+        return 0
     if a.cmd == "audit":
         from .audit import main as audit_main
 

@@ -202,29 +202,11 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     card.extra["tta"] = recipe.tta
     from .keras_model import KerasClassifier
 
-    clf = KerasClassifier(card, model, out_dir)
-    y = (labels[va] == classes.index(pos)).astype(int)
-    scores = clf.raw_scores(val_seq.inputs())
-    temperature = fit_temperature(scores, y)
-    p_raw, p_cal = sigmoid(scores), sigmoid(scores / temperature)
-    metrics = evaluate.summarise(y, p_raw, p_cal, groups[va])
-    metrics["temperature"] = temperature
-    card.temperature = temperature
-    card.metrics = {"validation": metrics,
-                    "per_source": evaluate.per_source(y, p_raw, p_cal, groups[va], sources[va])}
-    if leave_out is not None:
-        y_out = (labels[held_out] == classes.index(pos)).astype(int)
-        s_out = clf.raw_scores(SliceBatches(*pick(held_out), size, 64).inputs())
-        card.metrics["left_out"] = {leave_out: evaluate.summarise(
-            y_out, sigmoid(s_out), sigmoid(s_out / temperature), groups[held_out])}
     kept_paths = [ds.paths[i] for i in dec.keep]
-    write_scores(out_dir / SCORES, [kept_paths[i] for i in va], sources[va], groups[va], y, p_raw, p_cal)
-    for src, m in card.metrics["per_source"].items():
-        log(f"validation {src}: {m['n_slices']} slices, accuracy {m['accuracy']:.3f}, AUC {m['roc_auc']:.3f}, "
-            f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, ECE {m['ece_after']:.3f}")
-    for src, m in card.metrics.get("left_out", {}).items():
-        log(f"left out {src}: {m['n_slices']} slices, accuracy {m['accuracy']:.3f}, AUC {m['roc_auc']:.3f}, "
-            f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, ECE {m['ece_after']:.3f}")
+    y, p_raw, p_cal, metrics = calibrate_and_measure(
+        KerasClassifier(card, model, out_dir), out_dir, kept_paths, pick, va, held_out, leave_out, labels, groups,
+        sources, classes.index(pos), size)
+    temperature = card.temperature
     card.training = {
         "recipe": recipe.name,
         "command": command,
@@ -278,6 +260,38 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     card = export_run(out_dir)  # the app's model file: ONNX, parity with Keras measured on real slices
     log(summary_text(card))
     return card.to_dict()
+
+
+def calibrate_and_measure(clf, out_dir: Path, paths: list[str], pick, va: np.ndarray, held_out: np.ndarray,
+                          leave_out: str | None, labels, groups, sources, pos: int, size: int):
+    """Fit the temperature on the validation slices and put the metrics (overall, per source,
+    and on all of a left-out source) into ``clf.card``; write ``scores.csv``.  Shared by
+    ``train`` and ``soup``.  Returns (y, p_raw, p_cal, validation metrics)."""
+    from .augment import SliceBatches
+
+    card = clf.card
+    y = (labels[va] == pos).astype(int)
+    scores = clf.raw_scores(SliceBatches(*pick(va), size, 64).inputs())
+    temperature = fit_temperature(scores, y)
+    p_raw, p_cal = sigmoid(scores), sigmoid(scores / temperature)
+    metrics = evaluate.summarise(y, p_raw, p_cal, groups[va])
+    metrics["temperature"] = temperature
+    card.temperature = temperature
+    card.metrics = {"validation": metrics,
+                    "per_source": evaluate.per_source(y, p_raw, p_cal, groups[va], sources[va])}
+    if leave_out is not None:
+        y_out = (labels[held_out] == pos).astype(int)
+        s_out = clf.raw_scores(SliceBatches(*pick(held_out), size, 64).inputs())
+        card.metrics["left_out"] = {leave_out: evaluate.summarise(
+            y_out, sigmoid(s_out), sigmoid(s_out / temperature), groups[held_out])}
+    write_scores(out_dir / SCORES, [paths[i] for i in va], sources[va], groups[va], y, p_raw, p_cal)
+    for src, m in card.metrics["per_source"].items():
+        log(f"validation {src}: {m['n_slices']} slices, accuracy {m['accuracy']:.3f}, AUC {m['roc_auc']:.3f}, "
+            f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, ECE {m['ece_after']:.3f}")
+    for src, m in card.metrics.get("left_out", {}).items():
+        log(f"left out {src}: {m['n_slices']} slices, accuracy {m['accuracy']:.3f}, AUC {m['roc_auc']:.3f}, "
+            f"sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}, ECE {m['ece_after']:.3f}")
+    return y, p_raw, p_cal, metrics
 
 
 class EpochCheckpoint:
