@@ -48,7 +48,11 @@ def test_bundled_package_is_complete_and_verified(clf):
         assert (BUNDLED / name).is_file(), name
     assert card.classes == ["COVID", "non-COVID"] and card.positive_class == "COVID"
     assert card.preprocessing["size"] == 80
-    assert card.training["imagenet_weights"] is False and card.training["recipe"] == "default"
+    assert card.training["imagenet_weights"] is False and card.training["recipe"] in ("default", "soup")
+    if card.training["recipe"] == "soup":  # weights interpolated from two runs, each recorded with its command
+        runs = card.training["soup"]["runs"]
+        assert len(runs) == 2 and all(r["command"].startswith("python -m training train") for r in runs)
+        assert card.training["reproduce"] and 0 < card.training["soup"]["alpha"] < 1
     assert 0.2 < card.temperature < 5
     m = card.metrics["validation"]
     assert m["n_slices"] > 400 and m["n_groups"] >= 15

@@ -86,6 +86,7 @@ def soup(run_a: str, run_b: str, alpha: float, data: list[str], out: str, seed: 
         "left_out": leave_out,
         "split": {"grouping": f"class/(file number // {block})", "val_fraction": val_fraction, "seed": seed,
                   "val_slices": int(len(va)), "val_groups": sorted(np.unique(groups[va]).tolist())},
+        "imagenet_weights": any(bool(r.card.training.get("imagenet_weights")) for r in (a, b)),
         "epochs_run": sum(int(r.card.training.get("epochs_run", 0)) for r in (a, b)),
         "fit_seconds": round(sum(float(r.card.training.get("fit_seconds", 0)) for r in (a, b)), 1),
     }
