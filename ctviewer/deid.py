@@ -124,9 +124,23 @@ class Deidentifier:
             if a is None:
                 from dicognito.anonymizer import Anonymizer
 
-                a = Anonymizer(seed=self._digest("patient", patient))
+                a = Anonymizer(seed=self._patient_seed(patient))
                 self._anonymizers[patient] = a
             return a
+
+    def _patient_seed(self, patient: str) -> str:
+        """The patient's dicognito seed.  dicognito shifts dates and times by one offset in hours
+        (62-730 days); a whole number of days (1 seed in 24) would leave every time of day as it
+        was, and acquisition times identify a scan.  Such seeds are skipped, deterministically."""
+        from dicognito.randomizer import Randomizer
+
+        seed = self._digest("patient", patient)
+        for n in range(1, 100):
+            hours = Randomizer(seed).to_int("date_offset") % ((730 - 62) * 24) + 62 * 24
+            if hours % 24:
+                break
+            seed = self._digest("patient", f"{patient}\0{n}")
+        return seed
 
     def patient_id(self, patient: str) -> str:
         pseudo = "ANON-" + self._digest("id", patient)[:10].upper()

@@ -220,3 +220,27 @@ def test_anonymised_dicom_validates_with_dciodvfy(identified_study, tmp_path, mo
     src_errors = set().union(*(_dciodvfy_errors(p) for p in identified_study.glob("*.dcm")))
     for p in (out / "images").rglob("*.dcm"):
         assert _dciodvfy_errors(p) <= src_errors, p
+
+
+def test_times_of_day_always_move():
+    """dicognito shifts by whole hours; one patient seed in 24 gives whole days, which would keep
+    every acquisition time as it was.  Such seeds are skipped (this found a flaky CI run)."""
+    from dicognito.randomizer import Randomizer
+
+    from ctviewer.deid import Deidentifier
+
+    d = Deidentifier(secret=b"k" * 32)
+
+    def hours(seed):
+        return Randomizer(seed).to_int("date_offset") % ((730 - 62) * 24) + 62 * 24
+
+    unlucky = [p for p in (f"P{i}" for i in range(400)) if hours(d._digest("patient", p)) % 24 == 0]
+    assert unlucky  # about 1 in 24
+    for p in unlucky[:5] + ["P1", "P2"]:
+        assert hours(d._patient_seed(p)) % 24 != 0
+        assert d._patient_seed(p) == d._patient_seed(p)  # deterministic
+    ds = pydicom.Dataset()
+    ds.PatientID, ds.PatientName, ds.StudyDate, ds.StudyTime = unlucky[0], "Doe^Jane", "20070404", "185824"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    d._anonymizer(unlucky[0]).anonymize(ds)
+    assert ds.StudyTime != "185824" and ds.StudyDate != "20070404"
