@@ -121,8 +121,8 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     dec = decode_all(ds, params, log=log)
     labels, groups, sources = ds.labels[dec.keep], ds.groups[dec.keep], ds.sources[dec.keep]
     tr, va = source_split(sources, groups, labels, val_fraction, seed)
+    kept_paths = [ds.paths[i] for i in dec.keep]
     if train_exclude:
-        kept_paths = [ds.paths[i] for i in dec.keep]
         before = len(tr)
         tr = exclude_from_training(kept_paths, tr, list(train_exclude))
         log(f"--train-exclude {' '.join(train_exclude)}: {before - len(tr)} training slices left out (validation unchanged)")
@@ -202,7 +202,6 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     card.extra["tta"] = recipe.tta
     from .keras_model import KerasClassifier
 
-    kept_paths = [ds.paths[i] for i in dec.keep]
     y, p_raw, p_cal, metrics = calibrate_and_measure(
         KerasClassifier(card, model, out_dir), out_dir, kept_paths, pick, va, held_out, leave_out, labels, groups,
         sources, classes.index(pos), size)
