@@ -12,6 +12,9 @@ printed on stderr and, when ``notify-send`` exists, shown as a desktop notificat
 because a double-clicked application has no terminal.
 
 ``ctviewer --check-platform`` runs the check alone (``./dev.sh run`` calls it first).
+``python -m ctviewer.platform_check --bundle-precheck`` checks a build machine instead: that a
+bundle built there would carry every library of the xcb plugin (``./dev.sh bundle`` calls it
+before PyInstaller; see ``bundle_problem``).
 """
 
 from __future__ import annotations
@@ -116,8 +119,18 @@ def missing_xcb_libraries(qt: Path | None = None) -> list[str]:
     return missing
 
 
+def _debian_package(soname: str) -> str:
+    """The Debian/Ubuntu package of a library: ``PACKAGES``, else Debian's naming rule (name and
+    soname version, with a hyphen between them when the name ends in a digit: libXau.so.6 -> libxau6)."""
+    if soname in PACKAGES:
+        return PACKAGES[soname][0]
+    name, _, version = soname.partition(".so")
+    name, version = name.replace("_", "-").lower(), version.lstrip(".").split(".")[0]
+    return f"{name}{'-' if name[-1:].isdigit() and version else ''}{version}"
+
+
 def install_hint(missing: list[str]) -> str:
-    deb = sorted({PACKAGES.get(m, (m.split(".so")[0].replace("_", "-").lower(), ""))[0] for m in missing})
+    deb = sorted({_debian_package(m) for m in missing})
     rpm = sorted({PACKAGES[m][1] for m in missing if m in PACKAGES})
     hint = f"sudo apt-get install {' '.join(deb)}"
     if rpm:
@@ -165,3 +178,165 @@ def notify(message: str) -> None:
 def report(message: str) -> None:
     print(f"ctviewer: {message}", file=sys.stderr)
     notify(message)
+
+
+# --- Before a bundle is built (``./dev.sh bundle``) -------------------------------------------
+#
+# PyInstaller copies into the bundle the libraries Qt's xcb plugin links to *that it finds on the
+# build machine*; one it cannot find is a warning among thousands of lines, and the bundle then
+# needs it on every desktop (where it usually is not).  So before PyInstaller runs, every library
+# ``.ci/check_bundle.py`` will ask for afterwards must resolve here: the xcb plugin's dependencies
+# (all of them, as ldd lists them) and ``RUNTIME_LOADED``.  The walk reads the ELF files itself
+# (their ``DT_NEEDED`` entries) so that it can be run against any library search path: the
+# build machine's by default, or a given one (``--library-path``, the tests).
+
+XCB_PLUGIN = Path("plugins") / "platforms" / "libqxcb.so"
+_DT_NEEDED, _SHT_DYNAMIC = 1, 6
+
+
+def _elf_header(path: Path) -> tuple[int, int, int] | None:
+    """(class, byte order, machine) of an ELF file, None when it is not one."""
+    try:
+        with open(path, "rb") as f:
+            ident = f.read(20)
+    except OSError:
+        return None
+    if len(ident) < 20 or ident[:4] != b"\x7fELF":
+        return None
+    return ident[4], ident[5], int.from_bytes(ident[18:20], "little" if ident[5] == 1 else "big")
+
+
+def elf_needed(path: Path) -> list[str]:
+    """The ``DT_NEEDED`` sonames of an ELF shared object or executable, in order ([] when unreadable)."""
+    import struct  # noqa: PLC0415
+
+    try:
+        with open(path, "rb") as f:
+            ident = f.read(16)
+            if len(ident) < 16 or ident[:4] != b"\x7fELF":
+                return []
+            wide, order = ident[4] == 2, "<" if ident[5] == 1 else ">"
+            head = struct.Struct(order + ("HHIQQQIHHHHHH" if wide else "HHIIIIIHHHHHH"))
+            fields = head.unpack(f.read(head.size))
+            shoff, shentsize, shnum = fields[5], fields[10], fields[11]
+            section = struct.Struct(order + ("IIQQQQIIQQ" if wide else "IIIIIIIIII"))
+            sections = []
+            for i in range(shnum):
+                f.seek(shoff + i * shentsize)
+                sections.append(section.unpack(f.read(section.size)))  # name, type, flags, addr, offset, size, link
+            entry = struct.Struct(order + ("qQ" if wide else "iI"))
+            names: list[str] = []
+            for _name, kind, _flags, _addr, offset, size, link, *_ in sections:
+                if kind != _SHT_DYNAMIC or link >= len(sections):
+                    continue
+                f.seek(offset)
+                table = f.read(size)
+                strtab_offset, strtab_size = sections[link][4], sections[link][5]
+                f.seek(strtab_offset)
+                strtab = f.read(strtab_size)
+                for tag, value in entry.iter_unpack(table[: len(table) - len(table) % entry.size]):
+                    if tag == 0:
+                        break
+                    if tag == _DT_NEEDED and value < len(strtab):
+                        names.append(strtab[value:strtab.index(b"\0", value)].decode("utf-8", "replace"))
+            return names
+    except (OSError, struct.error, ValueError):
+        return []
+
+
+def system_library_path(env: dict | None = None) -> list[Path]:
+    """Where the dynamic loader looks on this machine: ``LD_LIBRARY_PATH``, the folders of the
+    ``ldconfig`` cache, then the default folders (multiarch first)."""
+    import sysconfig  # noqa: PLC0415
+
+    env = os.environ if env is None else env
+    dirs = [Path(p) for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    ldconfig = shutil.which("ldconfig") or next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig")
+                                                  if os.access(p, os.X_OK)), None)
+    if ldconfig:
+        try:
+            out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, timeout=20).stdout
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        dirs += [Path(m).parent for m in re.findall(r"=>\s+(/\S+)\s*$", out, flags=re.MULTILINE)]
+    arch = sysconfig.get_config_var("MULTIARCH") or ""
+    for base in ("/lib", "/usr/lib"):
+        if arch:
+            dirs.append(Path(base) / arch)
+    dirs += [Path(p) for p in ("/lib64", "/usr/lib64", "/lib", "/usr/lib")]
+    return list(dict.fromkeys(dirs))
+
+
+def bundle_libraries(qt: Path | None = None,
+                     library_path: list[Path] | None = None) -> tuple[dict[str, Path], list[str]]:
+    """The libraries a bundle built here would carry for Qt's xcb plugin: (soname -> file for those
+    found, sonames not found, in the order met).  Qt's own ``lib`` folder is searched first (the
+    plugins' RUNPATH), then ``library_path`` (default: ``system_library_path()``).  Only ELF files of
+    this interpreter's class and machine count, as for the dynamic loader."""
+    qt = qt or qt_dir()
+    search = ([qt / "lib"] if qt else []) + (system_library_path() if library_path is None else list(library_path))
+    this = _elf_header(Path(sys.executable).resolve())
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    queue = list(elf_needed(qt / XCB_PLUGIN)) if qt else []
+    queue += [s for s in RUNTIME_LOADED if s not in queue]
+    while queue:
+        soname = queue.pop(0)
+        if soname in found or soname in missing:
+            continue
+        path = next((d / soname for d in search if (d / soname).is_file()
+                     and (header := _elf_header(d / soname)) is not None and this in (None, header)), None)
+        if path is None:
+            missing.append(soname)
+            continue
+        found[soname] = path
+        queue += [s for s in elf_needed(path) if s not in found and s not in missing]
+    return found, missing
+
+
+def bundle_problem(qt: Path | None = None, library_path: list[Path] | None = None) -> str:
+    """One line saying why a bundle built here could not open a window on a stock desktop, or ""."""
+    if not sys.platform.startswith("linux"):
+        return ""  # Windows and macOS: the platform plugin's dependencies come with the system
+    qt = qt or qt_dir()
+    if qt is None:
+        return "bundle not built: PySide6 is not installed here (pip install -e '.[gui,bundle]')"
+    if not (qt / XCB_PLUGIN).is_file():
+        return f"bundle not built: PySide6 has no xcb platform plugin ({qt / XCB_PLUGIN} is missing)"
+    _, missing = bundle_libraries(qt, library_path)
+    if not missing:
+        return ""
+    named = ", ".join(f"{m} ({_debian_package(m)})" for m in missing)
+    return (f"bundle not built: Qt's X11 (xcb) display support needs {named}, not installed on this build "
+            f"machine, so the bundle could not carry {'it' if len(missing) == 1 else 'them'} and would not open "
+            f"a window on desktops without {'it' if len(missing) == 1 else 'them'}. "
+            f"Install with: {install_hint(missing)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ctviewer.platform_check --bundle-precheck [--library-path DIRS]``: 0 when a bundle
+    built here carries everything its xcb plugin needs, else 1 and one line on stderr.
+    ``--library-path`` (default ``$CTVIEWER_BUNDLE_LIBRARY_PATH``) replaces the machine's library
+    search path with the given folders (``os.pathsep``-separated)."""
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(prog="python -m ctviewer.platform_check", description=main.__doc__)
+    parser.add_argument("--bundle-precheck", action="store_true",
+                        help="check that a bundle built here would carry every library of Qt's xcb plugin")
+    parser.add_argument("--library-path", default=os.environ.get("CTVIEWER_BUNDLE_LIBRARY_PATH") or None,
+                        help="search only these folders (os.pathsep-separated) instead of the machine's")
+    args = parser.parse_args(argv)
+    if not args.bundle_precheck:
+        parser.error("nothing to do: --bundle-precheck (this machine, now: ctviewer --check-platform)")
+    library_path = None
+    if args.library_path is not None:
+        library_path = [Path(p) for p in args.library_path.split(os.pathsep) if p]
+    message = bundle_problem(library_path=library_path)
+    if message:
+        print(message, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
