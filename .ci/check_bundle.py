@@ -6,7 +6,10 @@
    ``libqxcb.so``, with the library path the bundle's launcher sets, resolves every library either
    inside the bundle or to one every Linux desktop has (libc and the loader, libX11's core,
    libxcb itself, OpenGL/EGL); ``libxcb-cursor.so.0``, which Qt loads at run time, is in the
-   bundle.  A build machine without the xcb utility libraries makes a bundle that needs them.
+   bundle.  A build machine without the xcb utility libraries makes a bundle that needs them;
+   ``./dev.sh bundle`` refuses to build there (``python -m ctviewer.platform_check
+   --bundle-precheck``, which shares ``RUNTIME_LOADED`` and the package names with this check)
+   and runs this check after building.
 Exits 1 and names what it found.
 """
 
@@ -18,10 +21,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # CI runs this with the system python3
+from ctviewer.platform_check import RUNTIME_LOADED, install_hint  # noqa: E402 - stdlib only
+
 # Libraries a bundle may take from the system: what every Linux desktop has.
 SYSTEM_OK = re.compile(r"^(linux-vdso|ld-linux[-\w.]*|libc|libm|libdl|libpthread|librt|libresolv|libutil|libxcb|"
                        r"libGL|libEGL|libGLX|libGLdispatch|libOpenGL)\.so(\.\d+)*$")
-RUNTIME_LOADED = ("libxcb-cursor.so.0",)
 
 
 def check_xcb(base: Path) -> list[str]:
@@ -47,7 +52,7 @@ def check_xcb(base: Path) -> list[str]:
     for name in RUNTIME_LOADED:
         if not any(base.rglob(name)):
             problems.append(f"{name} (loaded by Qt at run time) is not in the bundle")
-    return problems
+    return list(dict.fromkeys(problems))  # ldd lists a library once per library that needs it
 
 FORBIDDEN = ("tensorflow", "keras", "jax", "jaxlib", "torch", "tf2onnx", "tensorboard", "libtensorflow")
 
@@ -67,8 +72,10 @@ def main(root: str = "dist/ctviewer") -> int:
     print(f"check_bundle: no training framework in {base} ({size / 1e6:.0f} MB)")
     xcb = check_xcb(base)
     if xcb:
+        absent = [p.split()[0] for p in xcb if p.endswith(("not found", "is not in the bundle"))]
+        hint = f": {install_hint(absent)}" if absent else ""
         print("check_bundle: the xcb platform plugin would not load on a stock desktop: " + "; ".join(xcb)
-              + " (install the xcb libraries before building: see .ci/run)", file=sys.stderr)
+              + f" (install the xcb libraries on the build machine and build again{hint})", file=sys.stderr)
         return 1
     if sys.platform.startswith("linux"):
         print("check_bundle: Qt's xcb plugin resolves every library inside the bundle or to libc, libxcb, X11 and GL")
