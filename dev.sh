@@ -28,10 +28,27 @@ case "$cmd" in
          exec "$VENV/bin/ctviewer" "$@" ;;
     test) QT_QPA_PLATFORM=offscreen TF_CPP_MIN_LOG_LEVEL=2 exec "$VENV/bin/python" -m pytest "$@" ;;
     bundle)
+        # Before PyInstaller: every library the bundle must carry for Qt's xcb plugin is on this
+        # machine (PyInstaller bundles only what it finds, and only warns about the rest). After:
+        # .ci/check_bundle.py and the bundle's --self-test; the last line says whether it is complete.
         start=$(date +%s)
-        "$VENV/bin/python" -m PyInstaller --noconfirm --log-level WARN build.spec "$@"
-        echo "dist/ctviewer/: $(du -sh dist/ctviewer | cut -f1), built in $(($(date +%s) - start)) s." \
-            "Check it: dist/ctviewer/ctviewer --self-test" >&2 ;;
+        "$VENV/bin/python" -m ctviewer.platform_check --bundle-precheck || {
+            rm -rf dist/ctviewer; rmdir dist 2>/dev/null || true; exit 1; }
+        "$VENV/bin/python" -m PyInstaller --noconfirm --log-level WARN build.spec "$@" || {
+            echo "dist/ctviewer/: not built: PyInstaller failed (see above)" >&2; exit 1; }
+        built="dist/ctviewer/: $(du -sh dist/ctviewer | cut -f1), built in $(($(date +%s) - start)) s"
+        verify() {  # verify COMMAND...: shows its output; when it fails, the last line says so
+            out=$("$@" 2>&1) && rc=0 || rc=$?
+            printf '%s\n' "$out" >&2
+            if [ "$rc" != 0 ]; then
+                echo "$built, NOT complete: '$*' failed: $(printf '%s\n' "$out" | tail -n 1)" >&2
+                exit 1
+            fi
+        }
+        verify "$VENV/bin/python" .ci/check_bundle.py dist/ctviewer
+        verify env QT_QPA_PLATFORM=offscreen dist/ctviewer/ctviewer --self-test
+        echo "$built, complete: no training framework, Qt's xcb plugin finds its libraries in the bundle," \
+            "--self-test passed" >&2 ;;
     desktop)
         exe="$(pwd)/dist/ctviewer/ctviewer"
         [ -x "$exe" ] || { echo "no bundle at $exe: run ./dev.sh bundle first" >&2; exit 1; }
