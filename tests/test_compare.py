@@ -102,3 +102,46 @@ def test_score_files_must_match(tmp_path):
         csv.writer(f).writerows([["file", "p"], ["x", "0.5"]])
     with pytest.raises(SystemExit, match="not a scores file"):
         read_scores(bad)
+
+
+def _noisy(signal, rng, noise):
+    return 1 / (1 + np.exp(-(signal + rng.normal(0, noise, len(signal)))))
+
+
+def test_replace_rule_decides_from_left_out_folds_and_in_source_validation(two_sources, tmp_path, capsys):
+    """The replace rule of docs/design.md: mean left-out AUC higher, no left-out source worse, one
+    beyond the noise, in-source >= 0.85 everywhere; a source the bundled model trained on is
+    compared with a fixed figure."""
+    sources, groups, y, signal, rng = two_sources
+    bundled = _scores(tmp_path / "bundled.csv", _noisy(signal, rng, 2.5), y, sources, groups)
+    fold_a = _scores(tmp_path / "fold_a.csv", _noisy(signal, rng, 0.3), y, sources, groups)  # trained without a
+    fold_b = _scores(tmp_path / "fold_b.csv", _noisy(signal, rng, 0.8), y, sources, groups)  # trained without b
+    val = _scores(tmp_path / "val.csv", _noisy(4.0 * y - 2, rng, 1.0), y, sources, groups)
+    args = ["compare", "--left-out", "a", str(bundled), str(fold_a), "--left-out", "b", "0.55", str(fold_b),
+            "--in-source", str(val), "--out", str(tmp_path / "rule.json")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "decision: REPLACE" in out and "(fixed figure)" in out
+    import json
+
+    r = json.loads((tmp_path / "rule.json").read_text())
+    assert r["replace"] and r["left_out"]["b"]["auc_old"] == 0.55 and r["left_out"]["a"]["delta_ci95"][0] > 0
+
+    # a candidate worse on one left-out source is kept out, however good elsewhere
+    worse_b = _scores(tmp_path / "worse_b.csv", _noisy(signal, rng, 8.0), y, sources, groups)
+    args[7] = "0.7"
+    args[8] = str(worse_b)
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "decision: KEEP" in out and "- [ ] no left-out source worse" in out
+
+    # in-source below 0.85 on a source: kept out; k-fold files are averaged
+    weak = _scores(tmp_path / "weak.csv", _noisy(signal, rng, 3.0), y, sources, groups)
+    assert main(["compare", "--left-out", "a", str(bundled), str(fold_a), "--left-out", "b", "0.55", str(fold_b),
+                 "--in-source", str(val), str(weak)]) == 1
+    out = capsys.readouterr().out
+    assert "mean of 2 folds" in out and "- [ ] in-source AUC >= 0.85 on every source" in out
+
+    # every source of the in-source validation must have been left out once
+    assert main(["compare", "--left-out", "a", str(bundled), str(fold_a), "--in-source", str(val)]) == 1
+    assert "missing b" in capsys.readouterr().out

@@ -496,3 +496,92 @@ def test_train_exclude_leaves_validation_alone():
     train = np.array([0, 1, 2])
     assert exclude_from_training(paths, train, ["CT-1_*"]).tolist() == [1, 2]
     assert exclude_from_training(paths, train, []).tolist() == [0, 1, 2]
+
+
+def test_a_stopped_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_data, tmp_path, monkeypatch, capsys):
+    """``train --resume RUN_DIR`` continues from the last finished epoch with the optimizer's
+    state, the schedule's position, the data order and the dropout state of that epoch: the
+    result equals a run that was never stopped."""
+    import h5py
+
+    import training.fit as fit
+    from training.cli import main
+
+    args = ["--epochs", "3", "--size", "32", "--block", "6", "--seed", "3", "--precise-bn", "off"]
+    assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "whole"), *args]) == 0
+
+    real = fit.EpochCheckpoint
+
+    class Stop(Exception):
+        pass
+
+    def stopping(out_dir, state):  # the session ends right after epoch 2's checkpoint
+        cb = real(out_dir, state)
+        inner = cb.on_epoch_end
+
+        def on_epoch_end(epoch, logs=None):
+            inner(epoch, logs)
+            if epoch + 1 == 2:
+                raise Stop
+
+        cb.on_epoch_end = on_epoch_end
+        return cb
+
+    monkeypatch.setattr(fit, "EpochCheckpoint", stopping)
+    with pytest.raises(Stop):
+        main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "stopped"), *args])
+    monkeypatch.setattr(fit, "EpochCheckpoint", real)
+    assert json.loads((tmp_path / "stopped" / "last-epoch.json").read_text())["epoch"] == 2
+    assert not (tmp_path / "stopped" / "model.onnx").exists()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
+    assert "resumed" in capsys.readouterr().err and not (tmp_path / "stopped" / "last-epoch.json").exists()
+
+    whole, resumed = ModelCard.load(tmp_path / "whole"), ModelCard.load(tmp_path / "stopped")
+    assert resumed.training["epochs_run"] == 3
+    assert resumed.training["history"] == whole.training["history"]
+    assert resumed.metrics == whole.metrics
+    with h5py.File(tmp_path / "whole" / "model.weights.h5") as a, h5py.File(tmp_path / "stopped" / "model.weights.h5") as b:
+        names = []
+        a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        assert names and all(np.array_equal(a[n][()], b[n][()]) for n in names)
+
+
+def test_resume_refuses_a_folder_that_is_not_a_stopped_run(tmp_path, capsys):
+    from training.cli import main
+
+    with pytest.raises(SystemExit, match="not a training run"):
+        main(["train", "--resume", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["train", "--resume", str(tmp_path), "--epochs", "3"])
+    assert "takes no other arguments" in capsys.readouterr().err
+
+
+def test_group_kfold_validates_every_group_exactly_once_and_never_cuts_one():
+    from training.dataset import group_kfold, source_split
+
+    rng = np.random.default_rng(0)
+    groups = np.array([f"g{i // 7}" for i in range(300)])
+    labels = np.array([int(g[1:]) % 2 for g in groups])
+    seen = np.zeros(len(groups), int)
+    for k in range(5):
+        tr, va = group_kfold(groups, labels, k, 5, seed=1)
+        assert set(groups[tr]).isdisjoint(groups[va]) and len(tr) + len(va) == len(groups)
+        assert 0.15 < len(va) / len(groups) < 0.25 and set(labels[va]) == {0, 1}
+        seen[va] += 1
+    assert (seen == 1).all()
+    # within each source alone, like the validation split
+    sources = np.where(rng.random(300) < 0.5, "a", "b")
+    tr, va = source_split(sources, np.char.add(sources, groups), labels, 0.2, 1, cv=(2, 5))
+    assert set(sources[va]) == {"a", "b"}
+    with pytest.raises(ValueError):
+        group_kfold(groups, labels, 5, 5, seed=1)
+
+
+def test_cv_fold_option_is_checked(capsys):
+    from training.cli import main
+
+    for bad in ("0/5", "6/5", "3", "a/b", "1/1"):
+        with pytest.raises(SystemExit):
+            main(["train", "--data", "x", "--out", "y", "--cv-fold", bad])
+        assert "--cv-fold" in capsys.readouterr().err

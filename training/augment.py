@@ -84,13 +84,19 @@ def source_augment(crop: np.ndarray, aug: dict, rng: np.random.Generator) -> np.
 
 
 def augment_one(img: np.ndarray, box, size: int, aug: dict, rng: np.random.Generator) -> np.ndarray:
+    """One augmented input from an image the app's input is cut from (``lung_view``).  With
+    ``aug["blank"]`` (lung-only inputs) the blanked pixels (0) stay 0 through every change of
+    intensity: the model never sees a grey level outside the lungs that the app cannot give it."""
     h, w = img.shape
+    blank = (img == 0).view(np.uint8) if aug.get("blank") else None
     x0, y0, x1, y1 = (float(v) for v in box)
     cx, cy, bw, bh = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
     angle = rng.uniform(-aug["rotate_deg"], aug["rotate_deg"]) if aug.get("rotate_deg") else 0.0
     if angle:
         m = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
         img = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if blank is not None:
+            blank = cv2.warpAffine(blank, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
     s = aug.get("scale", 0.0)
     k = rng.uniform(1 - s, 1 + s)
     sx, sy = k * rng.uniform(1 - s / 2, 1 + s / 2), k * rng.uniform(1 - s / 2, 1 + s / 2)
@@ -108,15 +114,23 @@ def augment_one(img: np.ndarray, box, size: int, aug: dict, rng: np.random.Gener
         nb = tuple(int(v) for v in box)
     if aug.get("source"):
         crop = source_augment(img[nb[1]:nb[3], nb[0]:nb[2]], aug["source"], rng)
+        if blank is not None:
+            crop = np.where(blank[nb[1]:nb[3], nb[0]:nb[2]] > 0, np.uint8(0), crop)
         x = crop_resize(crop, (0, 0, crop.shape[1], crop.shape[0]), size)
     else:
         x = crop_resize(img, nb, size)
+    outside = None
+    if blank is not None:  # input pixels made only of blanked pixels
+        outside = crop_resize(blank * np.uint8(255), nb, size)[:, :, 0] >= 254.5
     if aug.get("hflip") and rng.random() < 0.5:
         x = x[:, ::-1, :]
+        outside = None if outside is None else outside[:, ::-1]
     c, b = aug.get("contrast", 0.0), aug.get("brightness", 0.0)
     if c or b:
         x = (x - 127.5) * rng.uniform(1 - c, 1 + c) + 127.5 + rng.uniform(-b, b)
         x = np.clip(x, 0, 255)
+    if outside is not None:
+        x[outside] = 0.0
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

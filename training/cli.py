@@ -13,7 +13,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a recipe on a folder of class subfolders")
-    t.add_argument("--data", required=True, nargs="+",
+    t.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a stopped run from its last finished epoch (its own arguments; give no others)")
+    t.add_argument("--input", choices=["lungs", "chest"], default="lungs", dest="model_input",
+                   help="the model sees the lungs only (default; preprocess.lung_view) or the chest crop (1.1.0)")
+    t.add_argument("--data", nargs="+",
                    help="folder(s) with one subfolder per class; several folders = several sources")
     t.add_argument("--leave-out", default=None, metavar="SOURCE",
                    help="train without this source (a --data folder's name) and test on all of it")
@@ -22,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--warmup-epochs", type=int, default=None, help="override the recipe's warm-up epochs")
     t.add_argument("--balance", choices=["on", "off"], default="on",
                    help="weight the loss so that classes are balanced within each source (default on)")
-    t.add_argument("--out", required=True, help="output folder: weights, model-card.json, plots, report.html")
+    t.add_argument("--out", help="output folder: weights, model-card.json, plots, report.html")
     t.add_argument("--recipe", default="default", choices=["seed", "default"])
     t.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     t.add_argument("--learning-rate", type=float, default=None, help="override the recipe's (peak) learning rate")
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--block", type=int, default=25, help="group = file number // BLOCK (0: every file its own group)")
     t.add_argument("--val-fraction", type=float, default=0.2)
+    t.add_argument("--cv-fold", default=None, metavar="K/N",
+                   help="validate on fold K (1..N) of N-fold group cross-validation within each source, "
+                        "instead of --val-fraction")
     t.add_argument("--size", type=int, default=80, help="model input size in pixels (80 for the bundled model)")
     t.add_argument("--internal-size", type=int, default=None,
                    help="upsample the input to this size inside the model (the input stays --size)")
@@ -85,8 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     au.add_argument("--raster-intensity", choices=["none", "landmarks"], default="none",
                     help="grey levels as stored (default) or after the 8-bit standardisation the model sees")
     cp = sub.add_parser("compare", help="a new model against the one it replaces, per source, with a paired bootstrap")
-    cp.add_argument("old", help="scores.csv (or its folder) of the model in use, from train or evaluate")
-    cp.add_argument("new", help="scores.csv (or its folder) of the candidate, on the same slices")
+    cp.add_argument("old", nargs="?", help="scores.csv (or its folder) of the model in use, from train or evaluate")
+    cp.add_argument("new", nargs="?", help="scores.csv (or its folder) of the candidate, on the same slices")
+    cp.add_argument("--left-out", nargs=3, action="append", metavar=("SOURCE", "BUNDLED", "CANDIDATE"),
+                    help="the replace rule: a left-out source, the bundled model's scores on it (or its fixed AUC "
+                         "for a source it trained on) and the candidate's --leave-out run; once per source")
+    cp.add_argument("--in-source", nargs="+", default=[], metavar="SCORES",
+                    help="the replace rule: the candidate's validation scores (k-fold runs: one file per fold)")
     cp.add_argument("--out", default=None, help="also write the comparison as JSON")
     cp.add_argument("--bootstrap", type=int, default=2000, help="paired group resamples (default 2000)")
     sc = sub.add_parser("study-calibration",
@@ -96,11 +108,32 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--val-fraction", type=float, default=0.2)
     sc.add_argument("--block", type=int, default=25)
+    sub.add_parser("lung-seg", help="train the lung segmenter (U-Net) on expert lung masks; write its ONNX file and card",
+                   add_help=False)
     args = sys.argv[1:] if argv is None else list(argv)
+    sub.add_parser("heatmaps", help="share of Grad-CAM peaks inside the lungs and the infection (expert masks)",
+                   add_help=False)
+    if args[:1] == ["lung-seg"]:
+        from .lung_seg import main as seg_main
+
+        return seg_main(args[1:])
+    if args[:1] == ["heatmaps"]:
+        from .heatmaps import main as heatmaps_main
+
+        return heatmaps_main(args[1:])
     a = ap.parse_args(args)
+    if a.cmd == "train" and a.resume:
+        from .fit import run_arguments, train
+
+        if len(args) != 3:
+            ap.error("--resume RUN_DIR takes no other arguments: the run continues with its own")
+        train(out=a.resume, resume=True, **run_arguments(a.resume))
+        return 0
     if a.cmd == "train":
         from .fit import train
 
+        if not a.data or not a.out:
+            ap.error("train needs --data and --out (or --resume RUN_DIR)")
         train(a.data, a.out, a.recipe, seed=a.seed, epochs=a.epochs, learning_rate=a.learning_rate, block=a.block,
               mixup=a.mixup, internal_size=a.internal_size, clipnorm=a.clipnorm,
               zero_init_residual=None if a.zero_init_residual is None else a.zero_init_residual == "on", precise_bn=None if a.precise_bn is None else a.precise_bn == "on",
@@ -109,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
               balance=a.balance == "on", init=a.init, warmup_epochs=a.warmup_epochs,
               source_aug=None if a.source_aug is None else a.source_aug == "on", train_exclude=a.train_exclude,
               source_weights=_source_weights(ap, a.source_weight),
-              raster_intensity=a.raster_intensity)
+              raster_intensity=a.raster_intensity, model_input=a.model_input, cv_fold=_cv_fold(ap, a.cv_fold))
         return 0
     if a.cmd == "tables":
         from .card_tables import attach
@@ -132,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
 
         return audit_main(a.data, a.out, a.block, a.raster_intensity)
     if a.cmd == "compare":
+        if a.left_out:
+            from .compare import rule_main
+
+            return rule_main(a.left_out, a.in_source, a.out, a.bootstrap)
+        if not (a.old and a.new):
+            ap.error("compare needs OLD and NEW scores, or --left-out ... for the replace rule")
         from .compare import main as compare_main
 
         return compare_main(a.old, a.new, a.out, a.bootstrap)
@@ -143,6 +182,16 @@ def main(argv: list[str] | None = None) -> int:
 
     return evaluate_folder(a.model, a.data, a.out, block=a.block, split=a.split, seed=a.seed,
                            val_fraction=a.val_fraction)
+
+
+def _cv_fold(ap: argparse.ArgumentParser, text: str | None) -> list[int] | None:
+    """``--cv-fold K/N`` as [K - 1, N] (0-based fold, as ``dataset.group_kfold`` takes it)."""
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n) and int(n) >= 2):
+        ap.error(f"--cv-fold {text!r}: expected K/N with 1 <= K <= N and N >= 2, e.g. 3/5")
+    return [int(k) - 1, int(n)]
 
 
 def _source_weights(ap: argparse.ArgumentParser, items: list[str] | None) -> dict[str, float]:

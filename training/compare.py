@@ -118,6 +118,119 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# --- the replace rule (issue 21, docs/design.md "The replace rule") ----------------------------
+
+#: In-source validation AUC a candidate needs on every source.
+MIN_IN_SOURCE_AUC = 0.85
+
+
+def unpaired_auc_difference(y, p_new, groups, reference: float, n: int = 2000, seed: int = 0) -> dict:
+    """AUC(new) - a fixed reference AUC, with a group bootstrap of the new model's AUC: for a
+    left-out source where the bundled model has no score of its own (it trained on it)."""
+    y, p_new, groups = map(np.asarray, (y, p_new, groups))
+    new = auc(y, p_new)
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(groups)
+    members = [np.flatnonzero(groups == g) for g in uniq]
+    vals = []
+    for _ in range(n):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
+        if len(np.unique(y[idx])) == 2:
+            vals.append(auc(y[idx], p_new[idx]) - reference)
+    d = np.asarray(vals)
+    return {"auc_old": float(reference), "auc_new": new, "delta": new - reference,
+            "delta_ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
+            "p_new_ahead": float(np.mean(d > 0)), "n_slices": int(len(y)), "n_groups": int(len(uniq)),
+            "bootstraps": int(len(d)), "reference": "a fixed figure (unpaired)"}
+
+
+def left_out_comparison(source: str, old: str, new: str, n: int = 2000) -> dict:
+    """One left-out source: the candidate's fold (trained without ``source``, scored on all of
+    it) against the bundled model on the same slices (``old`` a scores file), or against a fixed
+    figure (``old`` a number: the bundled model's AUC on sources it never saw)."""
+    b = read_scores(new)
+    rows = [r for r in b.values() if r["source"] == source]
+    if not rows:
+        raise SystemExit(f"error: {new} has no slice of {source}")
+    try:
+        reference = float(old)
+    except ValueError:
+        reference = None
+    if reference is not None:
+        return unpaired_auc_difference([r["label"] for r in rows], [r["p"] for r in rows],
+                                       [r["group"] for r in rows], reference, n)
+    a = read_scores(old)
+    common = sorted(f for f in set(a) & set(b) if b[f]["source"] == source)
+    if len(common) < len(rows):
+        raise SystemExit(f"error: {old} lacks {len(rows) - len(common)} of the {len(rows)} {source} slices of {new}")
+    return paired_auc_difference([b[f]["label"] for f in common], [a[f]["p"] for f in common],
+                                 [b[f]["p"] for f in common], [b[f]["group"] for f in common], n)
+
+
+def in_source_aucs(files: list[str]) -> dict[str, dict]:
+    """Per source, the AUC of each scores file that has the source (k-fold runs: one per fold) and
+    their mean."""
+    per: dict[str, list[float]] = {}
+    for f in files:
+        rows = read_scores(f).values()
+        for src in dict.fromkeys(r["source"] for r in rows):
+            y = np.array([r["label"] for r in rows if r["source"] == src])
+            if len(np.unique(y)) == 2:
+                per.setdefault(src, []).append(auc(y, np.array([r["p"] for r in rows if r["source"] == src])))
+    return {src: {"aucs": v, "mean": float(np.mean(v)), "runs": len(v)} for src, v in per.items()}
+
+
+def replace_rule(left_out: list[tuple[str, str, str]], in_source: list[str], n: int = 2000) -> dict:
+    """The replace rule: a candidate replaces the bundled model when
+    (1) its mean leave-one-source-out AUC is higher than the bundled model's, no left-out source
+    is worse, and for at least one the paired group bootstrap's 95 % lower bound is above 0; and
+    (2) its in-source validation AUC is >= ``MIN_IN_SOURCE_AUC`` on every source (k-fold runs
+    averaged).  ``left_out``: (source, bundled scores or a fixed AUC, candidate fold scores)."""
+    folds = {src: left_out_comparison(src, old, new, n) for src, old, new in left_out}
+    ins = in_source_aucs(in_source)
+    mean_old = float(np.mean([m["auc_old"] for m in folds.values()]))
+    mean_new = float(np.mean([m["auc_new"] for m in folds.values()]))
+    checks = {
+        "mean left-out AUC higher": mean_new > mean_old,
+        "no left-out source worse": all(m["delta"] >= 0 for m in folds.values()),
+        "one left-out source better beyond the noise": any(m["delta_ci95"][0] > 0 for m in folds.values()),
+        f"in-source AUC >= {MIN_IN_SOURCE_AUC} on every source": bool(ins) and all(
+            v["mean"] >= MIN_IN_SOURCE_AUC for v in ins.values()),
+    }
+    missing = sorted(set(ins) - set(folds))
+    if missing:
+        checks[f"every source left out once (missing {', '.join(missing)})"] = False
+    return {"left_out": folds, "mean_left_out_old": mean_old, "mean_left_out_new": mean_new,
+            "in_source": ins, "checks": checks, "replace": all(checks.values())}
+
+
+def rule_text(r: dict) -> str:
+    lines = ["Leave one source out (the candidate's fold scored on all of the left-out source):", "",
+             "| left out | slices (groups) | bundled | candidate | difference (95% group bootstrap) |", "|---|---|---|---|---|"]
+    for src, m in r["left_out"].items():
+        lo, hi = m["delta_ci95"]
+        ref = " (fixed figure)" if "reference" in m else ""
+        lines.append(f"| {src} | {m['n_slices']} ({m['n_groups']}) | {m['auc_old']:.3f}{ref} | {m['auc_new']:.3f} | "
+                     f"{m['delta']:+.3f} ({lo:+.3f} to {hi:+.3f}) |")
+    lines.append(f"| mean | | {r['mean_left_out_old']:.3f} | {r['mean_left_out_new']:.3f} | |")
+    lines += ["", "In-source validation AUC of the candidate:", ""]
+    for src, v in r["in_source"].items():
+        runs = f" (mean of {v['runs']} folds: {', '.join(f'{a:.3f}' for a in v['aucs'])})" if v["runs"] > 1 else ""
+        lines.append(f"- {src}: {v['mean']:.3f}{runs}")
+    lines += ["", "Replace rule:"]
+    lines += [f"- [{'x' if ok else ' '}] {name}" for name, ok in r["checks"].items()]
+    lines.append(f"decision: {'REPLACE the bundled model' if r['replace'] else 'KEEP the bundled model'}")
+    return "\n".join(lines)
+
+
+def rule_main(left_out: list[list[str]], in_source: list[str], out: str | None = None, n: int = 2000) -> int:
+    r = replace_rule([tuple(x) for x in left_out], in_source, n)
+    print(rule_text(r))
+    if out:
+        Path(out).write_text(json.dumps(r, indent=2), encoding="utf-8")
+    return 0 if r["replace"] else 1
+
+
 def main(old: str, new: str, out: str | None = None, n: int = 2000) -> int:
     result = compare(old, new, n)
     print(table(result))

@@ -26,7 +26,7 @@ import numpy as np
 
 from ctviewer.imaging import ImagingError
 from ctviewer.imaging.io import is_candidate, load_slices
-from ctviewer.imaging.preprocess import PreprocessParams, chest_box, display8
+from ctviewer.imaging.preprocess import PreprocessParams, display8, lung_view
 
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
@@ -164,15 +164,43 @@ def group_split(groups: np.ndarray, labels: np.ndarray, val_fraction: float, see
     return idx[~val], idx[val]
 
 
+def group_kfold(groups: np.ndarray, labels: np.ndarray, fold: int, n_folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) of fold ``fold`` (0-based) of ``n_folds``-fold group cross-validation:
+    per class, the groups are shuffled (``seed``) and each goes to the fold with the fewest slices
+    of that class so far, so every group is validated exactly once over the folds and the folds
+    hold nearly equal shares of each class."""
+    if not 0 <= fold < n_folds or n_folds < 2:
+        raise ValueError(f"fold {fold} of {n_folds}")
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(groups), bool)
+    for c in np.unique(labels):
+        in_c = labels == c
+        uniq = np.unique(groups[in_c])
+        rng.shuffle(uniq)
+        sizes = np.zeros(n_folds)
+        for g in uniq:
+            m = in_c & (groups == g)
+            f = int(np.argmin(sizes))
+            sizes[f] += m.sum()
+            if f == fold:
+                val |= m
+    idx = np.arange(len(groups))
+    return idx[~val], idx[val]
+
+
 def source_split(sources: np.ndarray, groups: np.ndarray, labels: np.ndarray, val_fraction: float,
-                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+                 seed: int, cv: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``group_split`` within each source, with the same seed: every source is represented in
     validation in its own proportion, and a source's split does not depend on the others (the
-    SARS-CoV-2 validation groups are the same whether or not other sources are added)."""
+    SARS-CoV-2 validation groups are the same whether or not other sources are added).  With
+    ``cv=(k, n)``: fold k of ``group_kfold`` within each source instead."""
     tr, va = [], []
     for s in dict.fromkeys(sources.tolist()):
         idx = np.flatnonzero(sources == s)
-        t, v = group_split(groups[idx], labels[idx], val_fraction, seed)
+        if cv is not None:
+            t, v = group_kfold(groups[idx], labels[idx], cv[0], cv[1], seed)
+        else:
+            t, v = group_split(groups[idx], labels[idx], val_fraction, seed)
         tr.append(idx[t])
         va.append(idx[v])
     return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
@@ -203,7 +231,9 @@ def balance_weights(sources: np.ndarray, labels: np.ndarray, balance: bool = Tru
 
 @dataclass
 class Decoded:
-    """Display images (model window, uint8) and their chest boxes, ready to crop."""
+    """The images the model's inputs are cut from (``preprocess.lung_view``: the slice in the
+    model's window, blanked outside the lungs when the card's input is "lungs") and their crop
+    boxes, ready to crop."""
 
     images: list[np.ndarray]
     boxes: np.ndarray  # (N, 4)
@@ -219,8 +249,8 @@ def decode_all(ds: LabelledSet, params: PreprocessParams, log=print) -> Decoded:
         except ImagingError as exc:
             log(f"  skipped {exc}", file=sys.stderr)
             continue
-        img = display8(s, params)
-        images.append(img)
-        boxes.append(chest_box(img, params.margin))
+        view, box = lung_view(display8(s, params), params)
+        images.append(view)
+        boxes.append(box)
         keep.append(i)
     return Decoded(images, np.array(boxes, np.int64).reshape(-1, 4), np.array(keep, np.int64))

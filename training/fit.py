@@ -71,7 +71,8 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
           version: str = "1.0.0", command: str | None = None, leave_out: str | None = None,
           balance: bool = True, init: str | None = None, warmup_epochs: int | None = None,
           source_aug: bool | None = None, train_exclude: list[str] | None = None,
-          source_weights: dict[str, float] | None = None, raster_intensity: str = "landmarks") -> dict:
+          source_weights: dict[str, float] | None = None, raster_intensity: str = "landmarks",
+          model_input: str = "lungs", cv_fold: tuple[int, int] | None = None, resume: bool = False) -> dict:
     import keras
 
     from .architecture import build_model, cached_imagenet_weights
@@ -79,6 +80,9 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     t_start = time.time()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:  # everything a resume needs to rebuild the same run
+        run_args = {k: v for k, v in locals().items() if k in RUN_ARGS}
+        _write_json(out_dir / RUN_FILE, run_args)
     set_determinism(seed)
     imagenet = cached_imagenet_weights() is not None
     recipe = make_recipe(recipe_name, size=size, epochs=epochs, imagenet_available=imagenet,
@@ -106,7 +110,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     if recipe_name == "seed" and not imagenet:
         log("note: no ImageNet ResNet50 weights in the Keras cache (~/.keras/models); the seed recipe trains "
             "its trunk from scratch (a frozen random trunk could not learn). Results differ from the notebook's.")
-    params = PreprocessParams(size=size, raster_intensity=raster_intensity)
+    params = PreprocessParams(size=size, raster_intensity=raster_intensity, input=model_input)
 
     data_dirs = [data] if isinstance(data, str) else list(data)
     ds = discover(data_dirs, block=block)
@@ -120,7 +124,10 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         raise SystemExit(f"error: --leave-out {leave_out!r} is not one of the sources {ds.source_names}")
     dec = decode_all(ds, params, log=log)
     labels, groups, sources = ds.labels[dec.keep], ds.groups[dec.keep], ds.sources[dec.keep]
-    tr, va = source_split(sources, groups, labels, val_fraction, seed)
+    cv = tuple(cv_fold) if cv_fold else None
+    tr, va = source_split(sources, groups, labels, val_fraction, seed, cv=cv)
+    if cv:
+        log(f"cross-validation fold {cv[0] + 1} of {cv[1]}: every source's groups in {cv[1]} folds, this one validates")
     kept_paths = [ds.paths[i] for i in dec.keep]
     if train_exclude:
         before = len(tr)
@@ -142,7 +149,10 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
             weights = balance_weights(sources[tr], labels[tr], balance, source_weights)
         except ValueError as exc:
             raise SystemExit(f"error: --source-weight: {exc}") from None
-    train_seq = SliceBatches(*pick(tr), size, recipe.batch_size, aug=recipe.augmentation, seed=seed, shuffle=True,
+    aug = recipe.augmentation
+    if aug and params.input == "lungs":
+        aug = {**aug, "blank": True}  # blanked pixels stay 0 through intensity augmentation
+    train_seq = SliceBatches(*pick(tr), size, recipe.batch_size, aug=aug, seed=seed, shuffle=True,
                              mixup=recipe.mixup, weights=weights)
     val_seq = SliceBatches(*pick(va), size, 64)
 
@@ -165,10 +175,17 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         ]
     log(f"training recipe '{recipe.name}' for up to {recipe.epochs} epochs, batch {recipe.batch_size}")
     t_fit = time.time()
-    callbacks.append(EpochCheckpoint(out_dir / "last-epoch.weights.h5"))
-    hist = model.fit(train_seq, validation_data=val_seq, epochs=recipe.epochs, callbacks=callbacks, verbose=0)
-    fit_seconds = time.time() - t_fit
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    state = {"epoch": 0, "history": {}, "fit_seconds": 0.0}
+    if resume:
+        state = resume_state(model, out_dir)
+        train_seq.epoch = state["epoch"]
+        train_seq.order = train_seq._order()
+        log(f"resumed {out_dir} after epoch {state['epoch']}/{recipe.epochs} (weights, optimizer and schedule restored)")
+    callbacks.append(EpochCheckpoint(out_dir, state))
+    hist = model.fit(train_seq, validation_data=val_seq, epochs=recipe.epochs, callbacks=callbacks, verbose=0,
+                     initial_epoch=state["epoch"])
+    fit_seconds = state["fit_seconds"] + time.time() - t_fit
+    history = {k: list(state["history"].get(k, [])) + [float(v) for v in vals] for k, vals in hist.history.items()}
     precise_bn_report = None
     if recipe.precise_bn:
         t_bn = time.time()
@@ -184,14 +201,15 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     weights = out_dir / WEIGHTS
     save_plain_weights(model, recipe.architecture, weights)
     (out_dir / "checkpoint.weights.h5").unlink(missing_ok=True)
-    (out_dir / "last-epoch.weights.h5").unlink(missing_ok=True)
+    (out_dir / LAST_WEIGHTS).unlink(missing_ok=True)
+    (out_dir / LAST_STATE).unlink(missing_ok=True)
 
     # Calibrate and evaluate on the held-out groups with the app's own prediction path.
     card = ModelCard(
         name=name or f"ct-resnet50-{recipe.name}",
         version=version,
         architecture=recipe.architecture,
-        preprocessing=params.to_dict(),
+        preprocessing=preprocessing_block(params),
         classes=classes,
         positive_class=pos,
         weights_file=WEIGHTS,
@@ -219,7 +237,8 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         "source_weights": dict(source_weights or {}),
         "train_exclude": list(train_exclude or []),
         "classes": {c: int(np.sum(labels == i)) for i, c in enumerate(classes)},
-        "split": {"grouping": f"class/(file number // {block})", "val_fraction": val_fraction, "seed": seed,
+        "split": {"grouping": f"class/(file number // {block})", "val_fraction": None if cv else val_fraction,
+                  "cv_fold": None if not cv else {"fold": cv[0] + 1, "of": cv[1]}, "seed": seed,
                   "train_slices": int(len(tr)), "val_slices": int(len(va)),
                   "val_groups": sorted(np.unique(groups[va]).tolist())},
         "epochs_run": len(history.get("loss", [])),
@@ -261,6 +280,17 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     return card.to_dict()
 
 
+def preprocessing_block(params: PreprocessParams) -> dict:
+    """The card's ``preprocessing``: the parameters, and for lung-only inputs the SHA-256 of the
+    lung segmenter that made them (the app refuses another: ``inference.model.check_lung_segmenter``)."""
+    block = params.to_dict()
+    if params.input == "lungs":
+        from ctviewer.imaging.lungs import default_segmenter
+
+        block["lung_segmenter_sha256"] = default_segmenter().card.sha256
+    return block
+
+
 def calibrate_and_measure(clf, out_dir: Path, paths: list[str], pick, va: np.ndarray, held_out: np.ndarray,
                           leave_out: str | None, labels, groups, sources, pos: int, size: int):
     """Fit the temperature on the validation slices and put the metrics (overall, per source,
@@ -293,18 +323,92 @@ def calibrate_and_measure(clf, out_dir: Path, paths: list[str], pick, va: np.nda
     return y, p_raw, p_cal, metrics
 
 
-class EpochCheckpoint:
-    """The weights after every epoch (one file, replaced atomically): a run stopped by a crash or
-    the end of a session keeps its last finished epoch."""
+RUN_FILE = "run.json"  # train()'s arguments, written when a run starts: what --resume rebuilds the run from
+RUN_ARGS = ("data", "recipe_name", "seed", "epochs", "learning_rate", "mixup", "precise_bn", "internal_size",
+            "zero_init_residual", "clipnorm", "block", "val_fraction", "size", "name", "version", "command",
+            "leave_out", "balance", "init", "warmup_epochs", "source_aug", "train_exclude", "source_weights",
+            "raster_intensity", "model_input", "cv_fold")
+LAST_WEIGHTS = "last-epoch.weights.h5"  # the compiled model after the last finished epoch: weights + optimizer
+LAST_STATE = "last-epoch.json"  # that epoch's number, the history so far, the training time so far
 
-    def __new__(cls, path: Path):
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def run_arguments(run_dir: str | Path) -> dict:
+    """The arguments a run was started with (``run.json``), for ``train --resume``."""
+    path = Path(run_dir) / RUN_FILE
+    if not (Path(run_dir) / LAST_STATE).is_file() or not path.is_file():
+        raise SystemExit(f"error: --resume {run_dir}: not a training run with a finished epoch "
+                         f"(no {RUN_FILE} and {LAST_STATE})")
+    try:
+        args = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: --resume {run_dir}: {RUN_FILE} unreadable: {exc}") from None
+    unknown = set(args) - set(RUN_ARGS)
+    if unknown:
+        raise SystemExit(f"error: --resume {run_dir}: {RUN_FILE} has unknown arguments {sorted(unknown)}")
+    return args
+
+
+def resume_state(model, out_dir: Path) -> dict:
+    """Load the last finished epoch into the compiled ``model``: weights, the optimizer's
+    moments and iteration count (so the learning-rate schedule goes on where it stopped) and the
+    dropout layers' random state; returns the epoch number, history and training time so far."""
+    state = json.loads((out_dir / LAST_STATE).read_text(encoding="utf-8"))
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(out_dir / LAST_WEIGHTS)
+    _set_seed_states(model, state.get("seed_states", []))
+    return state
+
+
+def _seed_generators(model) -> list:
+    from .recipes import all_layers
+
+    gens = []
+    for layer in all_layers(model):
+        gens.extend(getattr(layer, "_seed_generators", []) or [])
+    return gens
+
+
+def _set_seed_states(model, states: list) -> None:
+    gens = _seed_generators(model)
+    if len(states) != len(gens):
+        return
+    for g, v in zip(gens, states):
+        g.state.assign(np.asarray(v, dtype=g.state.dtype))
+
+
+class EpochCheckpoint:
+    """After every epoch: the compiled model (weights and optimizer state) and a small JSON with
+    the epoch number, the history and the dropout layers' random state, each replaced
+    atomically (the JSON last): a run stopped by a crash or the end of a session resumes from
+    its last finished epoch (``train --resume RUN_DIR``) and ends as an uninterrupted run would."""
+
+    def __new__(cls, out_dir: Path, state: dict):
         import keras
+
+        t_start = time.time()
+        history = {k: list(v) for k, v in state.get("history", {}).items()}
 
         class _Cb(keras.callbacks.Callback):
             def on_epoch_end(self, epoch, logs=None):
+                for k, v in (logs or {}).items():
+                    history.setdefault(k, []).append(float(v))
+                path = out_dir / LAST_WEIGHTS
                 tmp = path.with_name(path.name + ".tmp.weights.h5")
                 self.model.save_weights(tmp)
                 os.replace(tmp, path)
+                seeds = [np.asarray(g.state).tolist() for g in _seed_generators(self.model)]
+                _write_json(out_dir / LAST_STATE, {
+                    "epoch": epoch + 1, "history": history, "seed_states": seeds,
+                    "fit_seconds": float(state.get("fit_seconds", 0.0)) + time.time() - t_start})
 
         return _Cb()
 

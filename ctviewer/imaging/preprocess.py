@@ -22,15 +22,15 @@ resize for a map over the input (Grad-CAM), to overlay it on the slice.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from .geometry import Box, content_box
 from .slice import Slice
 from .window import apply_window
 
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,11 @@ class PreprocessParams:
     # where the lung window puts them (``standardise8``); "none" takes them as stored.  Cards
     # written before the option existed (1.1.0 and older) mean "none".
     raster_intensity: str = "landmarks"
+    # "lungs": the model sees the lungs only (``lung_view``: the lung segmenter's mask, a small
+    # margin, everything else blanked to 0, cropped to the lungs); "chest": the lung-box crop of
+    # the whole image (1.1.0 and older; cards without the key mean "chest").  Training
+    # chooses "lungs" by default (``python -m training train --input``).
+    input: str = "chest"
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessParams":
@@ -52,6 +57,9 @@ class PreprocessParams:
         known["raster_intensity"] = d.get("raster_intensity", "none")
         if known["raster_intensity"] not in ("none", "landmarks"):
             raise ValueError(f"unknown raster_intensity {known['raster_intensity']!r}")
+        known["input"] = d.get("input", "chest")
+        if known["input"] not in ("chest", "lungs"):
+            raise ValueError(f"unknown input {known['input']!r}")
         return cls(**known)
 
     def to_dict(self) -> dict:
@@ -61,6 +69,7 @@ class PreprocessParams:
             "window_width": self.window_width,
             "margin": self.margin,
             "raster_intensity": self.raster_intensity,
+            "input": self.input,
             "crop": "lungs",
             "resize": "INTER_AREA",
             "channels": 3,
@@ -168,19 +177,6 @@ def _working_scale(shape: tuple[int, int]) -> float:
     return 256.0 / longest if longest > 256 else 1.0
 
 
-def content_box(img8: np.ndarray, tolerance: int = 2) -> Box:
-    """The image without uniform borders (padding, frames): rows and columns at
-    the edges whose grey levels vary by at most ``tolerance`` are stripped."""
-    h, w = img8.shape
-    rows = (img8.max(axis=1).astype(np.int16) - img8.min(axis=1)) > tolerance
-    cols = (img8.max(axis=0).astype(np.int16) - img8.min(axis=0)) > tolerance
-    if not rows.any() or not cols.any():
-        return (0, 0, w, h)
-    y = np.flatnonzero(rows)
-    x = np.flatnonzero(cols)
-    return (int(x[0]), int(y[0]), int(x[-1]) + 1, int(y[-1]) + 1)
-
-
 def body_outline(mask: np.ndarray) -> np.ndarray:
     """Points of the outer contour of a binary mask: the same convex hull and bounding box
     as all its pixels, at a fraction of the cost (cv2.convexHull over every body pixel
@@ -210,6 +206,18 @@ class ChestSegmentation:
     dark_labels: np.ndarray | None = None  # int32: components of dark pixels inside the hull
     dark_areas: np.ndarray | None = None  # their areas in pixels, index = label (0: the rest)
     small: np.ndarray | None = None  # the working image (uint8, lung window), for the lung detection
+    source: np.ndarray | None = field(default=None, repr=False, compare=False)  # the slice segmented (full size)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def lungs(self) -> np.ndarray:
+        """The lung segmenter's mask over the whole slice (``lungs.lung_mask``), computed once
+        and shared by the model's lung-only input and the gate."""
+        if "lungs" not in self._cache:
+            from .lungs import lung_mask
+
+            assert self.source is not None
+            self._cache["lungs"] = lung_mask(self.source)
+        return self._cache["lungs"]
 
     def lung_candidates(self, excluded: Collection[int] = ()) -> np.ndarray:
         """Labels of the dark components that count as lung or airway: at least 0.2 % of the
@@ -249,6 +257,7 @@ def segment_chest(img8: np.ndarray) -> ChestSegmentation:
     pixels inside the hull, opened, are split into components (lungs, airways, and in a
     full field of view air caught in the hull's concavities).
     """
+    full = img8
     content = content_box(img8)
     cx0, cy0, cx1, cy1 = content
     img8 = img8[cy0:cy1, cx0:cx1]
@@ -256,7 +265,7 @@ def segment_chest(img8: np.ndarray) -> ChestSegmentation:
     f = _working_scale((h, w))
     small = cv2.resize(img8, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else img8
     sh, sw = small.shape
-    none = ChestSegmentation(content, f, (sh, sw), small=small)
+    none = ChestSegmentation(content, f, (sh, sw), small=small, source=full)
     if int(small.max()) - int(small.min()) < 20:
         return none
     t, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
@@ -274,7 +283,7 @@ def segment_chest(img8: np.ndarray) -> ChestSegmentation:
     dark = ((tissue == 0) & (hull == 1)).astype(np.uint8)
     dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, _KERNEL)
     dark_labels, dark_areas = _components(dark)
-    return ChestSegmentation(content, f, (sh, sw), body, hull, dark_labels, dark_areas, small)
+    return ChestSegmentation(content, f, (sh, sw), body, hull, dark_labels, dark_areas, small, full)
 
 
 def chest_box(img8: np.ndarray, margin: float = 0.06, seg: ChestSegmentation | None = None) -> Box:
@@ -308,6 +317,21 @@ def chest_box(img8: np.ndarray, margin: float = 0.06, seg: ChestSegmentation | N
     return (box[0] + cx0, box[1] + cy0, box[2] + cx0, box[3] + cy0)
 
 
+def dark_lungs(seg: ChestSegmentation) -> np.ndarray | None:
+    """The lung candidates of ``segment_chest`` (dark components inside the chest) as a boolean
+    mask over the whole slice, or None when there are none."""
+    if seg.body is None or seg.source is None:
+        return None
+    keep = seg.lung_candidates()
+    if not len(keep):
+        return None
+    cx0, cy0, cx1, cy1 = seg.content
+    out = np.zeros(seg.source.shape, bool)
+    small = seg.label_mask(keep).view(np.uint8)
+    out[cy0:cy1, cx0:cx1] = cv2.resize(small, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_NEAREST) > 0
+    return out
+
+
 def crop_resize(img8: np.ndarray, box: Box, size: int) -> np.ndarray:
     """Crop ``box`` out of ``img8`` and resize to size x size x 3 float32 (0..255)."""
     x0, y0, x1, y1 = box
@@ -332,8 +356,51 @@ def input_from_display(
     """``model_input_and_box`` from the slice already in the model's window (``display8``),
     and its ``segment_chest`` when the caller has it: for callers that also need them (the
     batch engine's lung detection reads the same segmentation)."""
-    box = chest_box(img8, params.margin, seg)
-    return crop_resize(img8, box, params.size), box
+    view, box = lung_view(img8, params, seg)
+    return crop_resize(view, box, params.size), box
+
+
+#: ``lung_view``: the lung mask grows by this share of the lung box's longer side before
+#: everything outside it is blanked (the pleura and the edge of a peripheral opacity stay in).
+LUNG_DILATE: float = 0.03
+#: Fewer lung pixels than this share of the image: no lungs found, the chest crop is used.
+MIN_LUNG_SHARE: float = 0.005
+
+
+def lung_view(img8: np.ndarray, params: PreprocessParams = PreprocessParams(),
+              seg: ChestSegmentation | None = None, mask: np.ndarray | None = None) -> tuple[np.ndarray, Box]:
+    """(the image the model's input is cut from, the crop box) for a slice in the model's window.
+
+    ``params.input == "chest"``: the image itself and ``chest_box``.  ``"lungs"``: the lung
+    segmenter's mask (``lungs.lung_mask``, or ``mask`` when the caller has it), grown by
+    ``LUNG_DILATE``; every pixel outside it set to 0 (chest wall, mediastinum, spine, table,
+    text: nothing but lung reaches the model), and the box is the mask's bounding box plus
+    ``params.margin``.  Where the segmenter finds no lung (it was trained on the middle of the
+    lungs: at the apices it can miss a small lung) the dark lung components of the chest
+    segmentation (``dark_lungs``, what ``chest_box`` crops to) are the mask; a slice with
+    neither (neck, abdomen, blank: the gate withholds them anyway) gets the chest crop.
+    """
+    if params.input != "lungs":
+        return img8, chest_box(img8, params.margin, seg)
+    if seg is None or seg.source is not img8:
+        seg = segment_chest(img8)
+    if mask is None:
+        mask = seg.lungs()
+    if mask.sum() < MIN_LUNG_SHARE * mask.size:
+        mask = dark_lungs(seg)  # the segmenter learned the middle of the lungs, not the apices
+    if mask is None or mask.sum() < MIN_LUNG_SHARE * mask.size:
+        return img8, chest_box(img8, params.margin, seg)
+    h, w = img8.shape
+    x0, y0, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    k = max(1, round(LUNG_DILATE * max(bw, bh)))
+    grown = cv2.dilate(mask.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    view = np.where(grown > 0, img8, np.uint8(0))
+    mx, my = params.margin * bw, params.margin * bh
+    box = (max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my))),
+           min(w, int(np.ceil(x0 + bw + mx))), min(h, int(np.ceil(y0 + bh + my))))
+    if box[2] - box[0] < 8 or box[3] - box[1] < 8:
+        return img8, chest_box(img8, params.margin, seg)
+    return view, box
 
 
 def to_model_input(s: Slice, params: PreprocessParams = PreprocessParams()) -> np.ndarray:

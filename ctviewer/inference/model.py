@@ -208,4 +208,24 @@ def load_classifier(folder: str | os.PathLike | None = None, threads: int | None
             f"model file {path.name} does not match its model card "
             f"(SHA-256 {actual[:12]}…, expected {card.sha256[:12]}…): refusing to load it"
         )
+    check_lung_segmenter(card)
     return OnnxClassifier.from_bytes(card, data, folder, threads, spin)
+
+
+def check_lung_segmenter(card: ModelCard) -> None:
+    """A lung-only model (preprocessing ``input: lungs``) was trained on the inputs of one lung
+    segmenter; another would give it inputs it never saw.  Refuse the pair unless the bundled
+    segmenter is the one the card names."""
+    pre = card.preprocessing or {}
+    if pre.get("input") != "lungs":
+        return
+    from ctviewer.imaging.lungs import SegmenterError, default_segmenter
+
+    want = pre.get("lung_segmenter_sha256")
+    try:
+        have = default_segmenter().card.sha256
+    except SegmenterError as exc:
+        raise ModelError(f"{card.title} sees the lungs only, but {exc}") from None
+    if want != have:
+        raise ModelError(f"{card.title} was trained with lung segmenter {str(want)[:12]}…, "
+                         f"this application has {have[:12]}…: refusing to pair them")
