@@ -45,6 +45,7 @@ See ``study_verdict`` and docs/verdict.md.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -52,6 +53,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from .imaging.lungs import SegmenterError
 from .imaging.preprocess import ChestSegmentation, PreprocessParams, _components, display8, segment_chest
 from .imaging.slice import Slice
 from .studies import SliceResult, Verdict
@@ -153,6 +155,9 @@ def lung_fraction(s: Slice, img8: np.ndarray | None = None, seg: ChestSegmentati
     return max(dark, _segmenter_fraction(seg, area))
 
 
+_warned: list = []
+
+
 def _segmenter_fraction(seg: ChestSegmentation, hull_area: int) -> float:
     """Share of the chest hull that the lung segmenter calls lung (``ChestSegmentation.lungs``,
     shared with the model's lung-only input).  It finds lungs that the dark threshold cannot
@@ -160,9 +165,16 @@ def _segmenter_fraction(seg: ChestSegmentation, hull_area: int) -> float:
     the apices, which the segmenter never learned.  The gate takes the larger."""
     if seg.source is None:
         return 0.0
+    try:
+        mask = seg.lungs()
+    except SegmenterError as exc:  # a damaged installation: the dark threshold alone, said once in the log
+        if not _warned:
+            _warned.append(True)
+            logging.getLogger(__name__).warning("gate without the lung segmenter: %s", exc)
+        return 0.0
     cx0, cy0, cx1, cy1 = seg.content
     sh, sw = seg.shape
-    lungs = seg.lungs()[cy0:cy1, cx0:cx1].view(np.uint8)
+    lungs = mask[cy0:cy1, cx0:cx1].view(np.uint8)
     small = cv2.resize(lungs, (sw, sh), interpolation=cv2.INTER_NEAREST)
     return float(cv2.countNonZero(small & seg.hull)) / hull_area
 

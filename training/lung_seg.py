@@ -4,8 +4,7 @@ Data: ``../shared/data/lung-masks`` (404 real COVID slices of 20 volumes with ex
 masks; file numbers run in volume order) and, as slices without lungs, head CT slices
 (``dcm_qa_ct/In/GE``).  Every input goes through the app's own path: ``load_slices`` ->
 ``display8`` -> ``lungs.segmenter_input``; augmentation (rotation, scale, shift, flip, window
-gain/offset, gamma, a clipped floor, blur, noise, and tight crops that cut the body's outline
-as the dataset PNGs do) happens on the slice before that, so the
+gain/offset, gamma, a clipped floor, blur, noise; optionally tight crops that cut the body's outline) happens on the slice before that, so the
 network sees what the app will give it.
 
 Honest numbers: the lung-masks files are split at ``--holdout-from`` (a volume boundary):
@@ -90,8 +89,9 @@ def tight_crop(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> t
     return img[box[1]:box[3], box[0]:box[2]], mask[box[1]:box[3], box[0]:box[2]]
 
 
-def augment(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    if rng.random() < 0.4:
+def augment(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator,
+            tight: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    if tight and rng.random() < tight:
         img, mask = tight_crop(img, mask, rng)
     h, w = img.shape
     angle = rng.uniform(-12, 12)
@@ -118,7 +118,7 @@ def augment(img: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tupl
 
 
 class Batches:
-    def __new__(cls, imgs, masks, batch, seed, aug):
+    def __new__(cls, imgs, masks, batch, seed, aug, tight=0.0):
         import keras
 
         class _Seq(keras.utils.PyDataset):
@@ -134,7 +134,7 @@ class Batches:
                 rng = np.random.default_rng([seed, self.epoch, i])
                 xs, ys = [], []
                 for j in order[i * batch:(i + 1) * batch]:
-                    img, m = augment(imgs[j], masks[j], rng) if aug else (imgs[j], masks[j])
+                    img, m = augment(imgs[j], masks[j], rng, tight) if aug else (imgs[j], masks[j])
                     x, box = segmenter_input(img)
                     xs.append(x[..., None])
                     ys.append(target(m, box)[..., None])
@@ -204,7 +204,7 @@ def evaluate(prob_fn, imgs, masks) -> np.ndarray:
 
 
 def train(data: str, negatives: list[str], out: str, epochs: int = 40, holdout_from: int = HOLDOUT_FROM,
-          seed: int = 0, width: int = 8, command: str = "") -> dict:
+          seed: int = 0, width: int = 16, tight_crops: float = 0.0, command: str = "") -> dict:
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -220,7 +220,7 @@ def train(data: str, negatives: list[str], out: str, epochs: int = 40, holdout_f
     x_imgs = [imgs[i] for i in tr] + neg
     x_masks = [masks[i] for i in tr] + [np.zeros(n.shape, bool) for n in neg]
     model = build_unet(width)
-    seq = Batches(x_imgs, x_masks, 16, seed, aug=True)
+    seq = Batches(x_imgs, x_masks, 16, seed, aug=True, tight=tight_crops)
     steps = epochs * len(seq)
     lr = keras.optimizers.schedules.CosineDecay(1e-4, steps, warmup_target=2e-3, warmup_steps=len(seq) * 2)
     bce = keras.losses.BinaryCrossentropy()
@@ -272,10 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--holdout-from", type=int, default=HOLDOUT_FROM)
-    ap.add_argument("--width", type=int, default=8)
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--tight-crops", type=float, default=0.0,
+                    help="share of training slices cropped tightly around the lungs (measured: 0.4 lowered the "
+                         "held-out 10th percentile Dice from 0.906 to 0.782; off by default)")
     ap.add_argument("--seed", type=int, default=0)
     args = sys.argv[1:] if argv is None else argv
     a = ap.parse_args(args)
-    train(a.data, a.negatives, a.out, a.epochs, a.holdout_from, a.seed, a.width,
+    train(a.data, a.negatives, a.out, a.epochs, a.holdout_from, a.seed, a.width, a.tight_crops,
           shlex.join(["python", "-m", "training", "lung-seg", *args]))
     return 0
