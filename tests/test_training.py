@@ -507,7 +507,7 @@ def test_a_stopped_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_d
     import training.fit as fit
     from training.cli import main
 
-    args = ["--epochs", "3", "--size", "32", "--block", "6", "--seed", "3", "--precise-bn", "off"]
+    args = ["--epochs", "2", "--size", "32", "--block", "6", "--seed", "3", "--precise-bn", "off"]
     assert main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "whole"), *args]) == 0
 
     real = fit.EpochCheckpoint
@@ -515,13 +515,13 @@ def test_a_stopped_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_d
     class Stop(Exception):
         pass
 
-    def stopping(out_dir, state):  # the session ends right after epoch 2's checkpoint
+    def stopping(out_dir, state):  # the session ends right after epoch 1's checkpoint
         cb = real(out_dir, state)
         inner = cb.on_epoch_end
 
         def on_epoch_end(epoch, logs=None):
             inner(epoch, logs)
-            if epoch + 1 == 2:
+            if epoch + 1 == 1:
                 raise Stop
 
         cb.on_epoch_end = on_epoch_end
@@ -531,14 +531,14 @@ def test_a_stopped_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_d
     with pytest.raises(Stop):
         main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "stopped"), *args])
     monkeypatch.setattr(fit, "EpochCheckpoint", real)
-    assert json.loads((tmp_path / "stopped" / "last-epoch.json").read_text())["epoch"] == 2
+    assert json.loads((tmp_path / "stopped" / "last-epoch.json").read_text())["epoch"] == 1
     assert not (tmp_path / "stopped" / "model.onnx").exists()
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "stopped")]) == 0
     assert "resumed" in capsys.readouterr().err and not (tmp_path / "stopped" / "last-epoch.json").exists()
 
     whole, resumed = ModelCard.load(tmp_path / "whole"), ModelCard.load(tmp_path / "stopped")
-    assert resumed.training["epochs_run"] == 3
+    assert resumed.training["epochs_run"] == 2
     assert resumed.training["history"] == whole.training["history"]
     assert resumed.metrics == whole.metrics
     with h5py.File(tmp_path / "whole" / "model.weights.h5") as a, h5py.File(tmp_path / "stopped" / "model.weights.h5") as b:
