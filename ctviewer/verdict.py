@@ -73,6 +73,11 @@ SCOUT_ASPECT: float = 1.6
 #: No study verdict is shown as surer than this: the fitted curve goes to 1 with many
 #: concordant slices, but one validation COVID pseudo-study had 0 of 25 slices positive.
 MAX_CONFIDENCE: float = 0.99
+#: Without a measurement on sources the model never trained on (``max_confidence`` in the card's
+#: ``study_verdict``, written only from leave-one-source-out reliability), no verdict is shown as
+#: surer than this (issue 21): in-sample reliability says nothing about a new hospital, where
+#: 1.1.0 is at chance.
+UNMEASURED_MAX_CONFIDENCE: float = 0.9
 _PARAMS = PreprocessParams()
 LUNG_WINDOW = (_PARAMS.window_center, _PARAMS.window_width)  # the window lung_fraction reads
 LUNG_PARAMS = (*LUNG_WINDOW, _PARAMS.raster_intensity)  # ... and how it reads 8-bit slices
@@ -253,6 +258,7 @@ class StudyCalibration:
     slope: float
     uncertain_below: float = 0.75
     fitted_on: str = ""
+    max_confidence: float = UNMEASURED_MAX_CONFIDENCE  # what left-out reliability supports
 
     def p_covid(self, k: int, n: int) -> float:
         x = (k + self.prior / 2) / (n + self.prior)
@@ -266,8 +272,9 @@ class StudyCalibration:
         if not isinstance(d, dict):
             return DEFAULT_CALIBRATION
         try:
+            cap = min(MAX_CONFIDENCE, float(d.get("max_confidence", UNMEASURED_MAX_CONFIDENCE)))
             return cls(float(d["prior"]), float(d["intercept"]), float(d["slope"]),
-                       float(d.get("uncertain_below", 0.75)), str(d.get("fitted_on", "")))
+                       float(d.get("uncertain_below", 0.75)), str(d.get("fitted_on", "")), cap)
         except (KeyError, TypeError, ValueError):
             return DEFAULT_CALIBRATION
 
@@ -304,10 +311,14 @@ def study_verdict(results: Sequence[SliceResult], threshold: float = 0.5,
     score = n_pos / n
     p = cal.p_covid(n_pos, n)
     leaning = "COVID" if p >= 0.5 else "non-COVID"
-    confidence = min(MAX_CONFIDENCE, max(p, 1.0 - p))
+    raw = max(p, 1.0 - p)
+    confidence = min(cal.max_confidence, MAX_CONFIDENCE, raw)
     label = leaning if confidence >= cal.uncertain_below else "uncertain"
     why = (f"{n_pos} of {n} lung slices ({score:.0%}) have p(COVID) >= {threshold:.2f}, "
            f"which gives P(COVID study) = {p:.2f} (study calibration: {cal.fitted_on or 'unnamed'})")
+    if raw > confidence and confidence == cal.max_confidence:
+        why += (f"; confidence capped at {cal.max_confidence:.2f}, what this model's reliability on "
+                "hospitals it never trained on supports")
     rule = (f"Uncertain, leaning {leaning}: {why}, under the {cal.uncertain_below:.2f} needed for a label; {left_out}."
             if label == "uncertain" else f"{label} because {why}; {left_out}.")
     return Verdict(label, round(confidence, 4), score, n, n_pos, n_excluded, n_refused, rule)

@@ -339,3 +339,23 @@ def test_bundled_card_study_calibration_is_reliable():
         v = study_verdict(_results(k, n - k), calibration=cal)
         assert v.confidence < 0.9, (k, n, v)
     assert study_verdict(_results(55, 113 - 55), calibration=cal).label == "uncertain"
+
+
+def test_no_verdict_is_surer_than_the_reliability_measured_on_unseen_sources():
+    """Issue 21: without a leave-one-source-out measurement in the card, no verdict says more than
+    0.9; a card whose left-out reliability supports more (``max_confidence``) may say more."""
+    from ctviewer.verdict import UNMEASURED_MAX_CONFIDENCE
+
+    strong = _results(300, 0)
+    v = study_verdict(strong)
+    assert v.label == "COVID" and v.confidence == UNMEASURED_MAX_CONFIDENCE == 0.9
+    assert "capped at 0.90" in v.rule
+
+    class Card:
+        extra = {"study_verdict": {"prior": 10, "intercept": 0, "slope": 8, "max_confidence": 0.97}}
+
+    measured = study_verdict(strong, calibration=StudyCalibration.from_card(Card()))
+    assert measured.confidence == 0.97  # P = 0.98 there, capped at what was measured
+    Card.extra["study_verdict"]["max_confidence"] = 5.0  # never above MAX_CONFIDENCE
+    assert study_verdict(strong, calibration=StudyCalibration.from_card(Card())).confidence <= 0.99
+    assert study_verdict(_results(0, 300)).confidence == 0.9
