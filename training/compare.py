@@ -65,24 +65,31 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def paired_auc_difference(y, p_old, p_new, groups, n: int = 2000, seed: int = 0) -> dict:
-    """AUC(new) - AUC(old) with a paired bootstrap over whole groups."""
-    y, p_old, p_new, groups = map(np.asarray, (y, p_old, p_new, groups))
-    old, new = auc(y, p_old), auc(y, p_new)
+def _group_bootstrap(y: np.ndarray, groups: np.ndarray, stat, n: int, seed: int) -> np.ndarray:
+    """``stat(idx)`` over ``n`` resamples of whole groups (resamples with one class only skipped)."""
     rng = np.random.default_rng(seed)
     uniq = np.unique(groups)
     members = [np.flatnonzero(groups == g) for g in uniq]
-    deltas = []
+    out = []
     for _ in range(n):
         idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
-        if len(np.unique(y[idx])) < 2:
-            continue
-        deltas.append(auc(y[idx], p_new[idx]) - auc(y[idx], p_old[idx]))
-    d = np.asarray(deltas)
-    return {"auc_old": old, "auc_new": new, "delta": new - old,
+        if len(np.unique(y[idx])) == 2:
+            out.append(stat(idx))
+    return np.asarray(out)
+
+
+def _difference(y, groups, old: float, new: float, d: np.ndarray) -> dict:
+    return {"auc_old": float(old), "auc_new": new, "delta": new - old,
             "delta_ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
-            "p_new_ahead": float(np.mean(d > 0)), "n_slices": int(len(y)), "n_groups": int(len(uniq)),
+            "p_new_ahead": float(np.mean(d > 0)), "n_slices": int(len(y)), "n_groups": int(len(np.unique(groups))),
             "bootstraps": int(len(d))}
+
+
+def paired_auc_difference(y, p_old, p_new, groups, n: int = 2000, seed: int = 0) -> dict:
+    """AUC(new) - AUC(old) with a paired bootstrap over whole groups."""
+    y, p_old, p_new, groups = map(np.asarray, (y, p_old, p_new, groups))
+    d = _group_bootstrap(y, groups, lambda i: auc(y[i], p_new[i]) - auc(y[i], p_old[i]), n, seed)
+    return _difference(y, groups, auc(y, p_old), auc(y, p_new), d)
 
 
 def compare(old: str | Path, new: str | Path, n: int = 2000, seed: int = 0) -> dict:
@@ -128,20 +135,8 @@ def unpaired_auc_difference(y, p_new, groups, reference: float, n: int = 2000, s
     """AUC(new) - a fixed reference AUC, with a group bootstrap of the new model's AUC: for a
     left-out source where the bundled model has no score of its own (it trained on it)."""
     y, p_new, groups = map(np.asarray, (y, p_new, groups))
-    new = auc(y, p_new)
-    rng = np.random.default_rng(seed)
-    uniq = np.unique(groups)
-    members = [np.flatnonzero(groups == g) for g in uniq]
-    vals = []
-    for _ in range(n):
-        idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
-        if len(np.unique(y[idx])) == 2:
-            vals.append(auc(y[idx], p_new[idx]) - reference)
-    d = np.asarray(vals)
-    return {"auc_old": float(reference), "auc_new": new, "delta": new - reference,
-            "delta_ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))],
-            "p_new_ahead": float(np.mean(d > 0)), "n_slices": int(len(y)), "n_groups": int(len(uniq)),
-            "bootstraps": int(len(d)), "reference": "a fixed figure (unpaired)"}
+    d = _group_bootstrap(y, groups, lambda i: auc(y[i], p_new[i]) - reference, n, seed)
+    return {**_difference(y, groups, reference, auc(y, p_new), d), "reference": "a fixed figure (unpaired)"}
 
 
 def left_out_comparison(source: str, old: str, new: str, n: int = 2000) -> dict:

@@ -143,15 +143,21 @@ def natural_key(name: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def group_split(groups: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val): whole groups go to validation, per class, until
-    ``val_fraction`` of that class's slices is reached.  Deterministic in ``seed``."""
+def _groups_by_class(groups: np.ndarray, labels: np.ndarray, seed: int):
+    """Per class: (the class's mask, its groups in a shuffled order, deterministic in ``seed``)."""
     rng = np.random.default_rng(seed)
-    val = np.zeros(len(groups), bool)
     for c in np.unique(labels):
         in_c = labels == c
         uniq = np.unique(groups[in_c])
         rng.shuffle(uniq)
+        yield in_c, uniq
+
+
+def group_split(groups: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val): whole groups go to validation, per class, until
+    ``val_fraction`` of that class's slices is reached.  Deterministic in ``seed``."""
+    val = np.zeros(len(groups), bool)
+    for in_c, uniq in _groups_by_class(groups, labels, seed):
         target = val_fraction * in_c.sum()
         taken = 0
         for g in uniq:
@@ -171,12 +177,8 @@ def group_kfold(groups: np.ndarray, labels: np.ndarray, fold: int, n_folds: int,
     hold nearly equal shares of each class."""
     if not 0 <= fold < n_folds or n_folds < 2:
         raise ValueError(f"fold {fold} of {n_folds}")
-    rng = np.random.default_rng(seed)
     val = np.zeros(len(groups), bool)
-    for c in np.unique(labels):
-        in_c = labels == c
-        uniq = np.unique(groups[in_c])
-        rng.shuffle(uniq)
+    for in_c, uniq in _groups_by_class(groups, labels, seed):
         sizes = np.zeros(n_folds)
         for g in uniq:
             m = in_c & (groups == g)
