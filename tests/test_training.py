@@ -299,7 +299,9 @@ def _gradcam_matches_gradient_tape(run):
             x = to_model_input(load_slices(f)[0], onnx_clf.params)
             a, b = onnx_clf.explain(x), keras_clf.explain(x)
             assert a.shape == b.shape and np.abs(a - b).max() < 1e-4, (f.name, tta, np.abs(a - b).max())
-            assert abs(onnx_clf.raw_scores(x[None])[0] - keras_clf.raw_scores(x[None])[0]) < 1e-4
+            a_s, b_s = onnx_clf.raw_scores(x[None])[0], keras_clf.raw_scores(x[None])[0]
+            # float32: a 2-epoch model's log-odds on real slices reach hundreds; compare relatively there
+            assert abs(a_s - b_s) < 1e-4 * max(1.0, abs(b_s)), (f.name, a_s, b_s)
 
 
 @pytest.mark.slow
