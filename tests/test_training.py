@@ -587,3 +587,26 @@ def test_cv_fold_option_is_checked(capsys):
         with pytest.raises(SystemExit):
             main(["train", "--data", "x", "--out", "y", "--cv-fold", bad])
         assert "--cv-fold" in capsys.readouterr().err
+
+
+def test_a_left_out_fold_scores_all_of_its_source_for_the_replace_rule(tiny_data, tmp_path, capsys):
+    """``train --leave-out`` writes its scores on every slice of the left-out source
+    (``scores-left-out.csv``), which ``compare --left-out SOURCE BUNDLED RUN`` reads."""
+    import csv
+    import shutil
+
+    from training.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny_data, a)
+    shutil.copytree(tiny_data, b)
+    run = tmp_path / "fold"
+    assert main(["train", "--data", str(a), str(b), "--leave-out", "b", "--out", str(run), "--epochs", "1",
+                 "--size", "32", "--block", "6", "--precise-bn", "off"]) == 0
+    with open(run / "scores-left-out.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 48 and {r["source"] for r in rows} == {"b"}
+    capsys.readouterr()
+    main(["compare", "--left-out", "b", "0.5", str(run), "--in-source", str(run / "scores.csv")])
+    out = capsys.readouterr().out
+    assert "| b | 48 (" in out and "decision:" in out and "missing a" in out

@@ -143,7 +143,8 @@ def left_out_comparison(source: str, old: str, new: str, n: int = 2000) -> dict:
     """One left-out source: the candidate's fold (trained without ``source``, scored on all of
     it) against the bundled model on the same slices (``old`` a scores file), or against a fixed
     figure (``old`` a number: the bundled model's AUC on sources it never saw)."""
-    b = read_scores(new)
+    left = Path(new) / "scores-left-out.csv"
+    b = read_scores(left if Path(new).is_dir() and left.is_file() else new)
     rows = [r for r in b.values() if r["source"] == source]
     if not rows:
         raise SystemExit(f"error: {new} has no slice of {source}")

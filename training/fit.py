@@ -21,6 +21,7 @@ from .dataset import balance_weights, decode_all, discover, exclude_from_trainin
 from .recipes import all_layers, compile_model, make_recipe, zero_init_residuals
 
 WEIGHTS = "model.weights.h5"
+LEFT_OUT_SCORES = "scores-left-out.csv"  # a --leave-out run's scores on all of the left-out source (compare --left-out)
 SOURCE_LICENCES = {  # by data folder name: what a model trained on that source carries
     "ucsd": "UCSD-AI4H COVID-CT (Zhao et al. 2020, arXiv:2003.13865), research use",
     "mosmed": "MosMedData (Morozov et al. 2020, arXiv:2005.06465), CC BY-NC-ND 3.0",
@@ -313,6 +314,8 @@ def calibrate_and_measure(clf, out_dir: Path, paths: list[str], pick, va: np.nda
         s_out = clf.raw_scores(SliceBatches(*pick(held_out), size, 64).inputs())
         card.metrics["left_out"] = {leave_out: evaluate.summarise(
             y_out, sigmoid(s_out), sigmoid(s_out / temperature), groups[held_out])}
+        write_scores(out_dir / LEFT_OUT_SCORES, [paths[i] for i in held_out], sources[held_out], groups[held_out],
+                     y_out, sigmoid(s_out), sigmoid(s_out / temperature))
     write_scores(out_dir / SCORES, [paths[i] for i in va], sources[va], groups[va], y, p_raw, p_cal)
     for src, m in card.metrics["per_source"].items():
         log(f"validation {src}: {m['n_slices']} slices, accuracy {m['accuracy']:.3f}, AUC {m['roc_auc']:.3f}, "
