@@ -47,12 +47,11 @@ from ctviewer.imaging.io import load_slices
 from ctviewer.imaging.preprocess import (
     PreprocessParams,
     display8,
-    heatmap_to_slice,
     input_from_display,
-    model_input_and_box,
     segment_chest,
 )
 from ctviewer.imaging.series import head_first_normal, natural_key
+from ctviewer.inference.gradcam import slice_heatmap
 from ctviewer.studies import PatientNode, SliceResult, StudyNode, StudyResult, Thumbnail
 
 
@@ -352,8 +351,7 @@ def suspicious_thumbnails(result: StudyResult, classifier, k: int = 4) -> list[T
             continue
         image = display8(s, params)
         try:
-            x, box = model_input_and_box(s, params)
-            heatmap = heatmap_to_slice(classifier.explain(x), box, s.shape)
+            heatmap = slice_heatmap(classifier, s)
         except Exception:  # noqa: BLE001 - a report without one heatmap beats no report
             heatmap = None
         thumbs.append(Thumbnail(slice=r, image=image, heatmap=heatmap))

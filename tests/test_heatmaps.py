@@ -53,3 +53,40 @@ def test_bundled_model_heatmaps_on_real_diseased_lungs(SHARED_DATA, capsys):
         print(f"\n1.1.0 on 40 expert-masked slices: peak in lungs {r['peak_in_lungs']:.3f}, "
               f"in infection {r['peak_in_infection']:.3f}")
     assert 0.0 <= r["peak_in_infection"] <= r["peak_in_lungs"] <= 1.0
+
+
+def _lung_only_copy(tmp_path, sha=None):
+    """The bundled network relabelled as a lung-only model (the card is not hashed; the weights are)."""
+    from ctviewer.imaging.lungs import default_segmenter
+
+    model = tmp_path / "lungs-model"
+    shutil.copytree(default_model_dir(), model)
+    card = json.loads((model / "model-card.json").read_text())
+    card["preprocessing"]["input"] = "lungs"
+    card["preprocessing"]["lung_segmenter_sha256"] = sha or default_segmenter().card.sha256
+    (model / "model-card.json").write_text(json.dumps(card))
+    return model
+
+
+def test_a_lung_only_models_heatmap_is_zero_where_it_saw_nothing(tmp_path):
+    from ctviewer.imaging.preprocess import display8, lung_view
+    from ctviewer.imaging.raster import read_raster
+    from ctviewer.inference.gradcam import slice_heatmap
+    from ctviewer.inference.model import load_classifier
+    from ctviewer.paths import samples_dir
+
+    clf = load_classifier(_lung_only_copy(tmp_path))
+    assert clf.params.input == "lungs"
+    s = read_raster(samples_dir() / "covid-65.png")
+    cam = slice_heatmap(clf, s)
+    view, _ = lung_view(display8(s, clf.params), clf.params)
+    assert cam.shape == s.shape and cam.max() > 0
+    assert not cam[view == 0].any() and (view == 0).mean() > 0.3
+
+
+def test_a_lung_only_model_is_refused_with_another_lung_segmenter(tmp_path):
+    from ctviewer.inference.card import ModelError
+    from ctviewer.inference.model import load_classifier
+
+    with pytest.raises(ModelError, match="lung segmenter"):
+        load_classifier(_lung_only_copy(tmp_path, sha="0" * 64))

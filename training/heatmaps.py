@@ -1,8 +1,8 @@
 """``python -m training heatmaps --model PKG``: do the model's explanations point at the disease?
 
 On ``../shared/data/lung-masks`` (real COVID slices with expert lung and infection masks) each
-slice goes through the app's own path (``model_input_and_box``, the ONNX model's Grad-CAM,
-``heatmap_to_slice``: exactly what the viewer overlays), and the heatmap's peak is looked up in
+slice goes through the app's own path (``inference.gradcam.slice_heatmap``: exactly what the
+viewer overlays), and the heatmap's peak is looked up in
 the experts' masks.  Reported: the share of slices whose peak lies inside the lungs and inside
 the infection, and for reference the share of the slice's area (the chance of a random peak)
 that lungs and infection cover.  ``--write-card`` stores the result in the card's
@@ -21,7 +21,8 @@ import numpy as np
 
 def measure(model_dir: str, data: str, limit: int | None = None) -> dict:
     from ctviewer.imaging.io import load_slices
-    from ctviewer.imaging.preprocess import heatmap_to_slice, model_input_and_box
+    from ctviewer.imaging.preprocess import model_input_and_box
+    from ctviewer.inference.gradcam import slice_heatmap
     from ctviewer.inference.model import load_classifier
 
     clf = load_classifier(model_dir)
@@ -34,8 +35,8 @@ def measure(model_dir: str, data: str, limit: int | None = None) -> dict:
         s = load_slices(f)[0]
         lungs = cv2.imread(str(root / "lungs" / f.name), cv2.IMREAD_GRAYSCALE) > 127
         inf = cv2.imread(str(root / "infection" / f.name), cv2.IMREAD_GRAYSCALE) > 127
-        x, box = model_input_and_box(s, clf.params)
-        cam = heatmap_to_slice(clf.explain(x), box, s.shape)
+        x, _ = model_input_and_box(s, clf.params)
+        cam = slice_heatmap(clf, s)
         y, xx = np.unravel_index(int(np.argmax(cam)), cam.shape)
         in_lung.append(bool(lungs[y, xx]))
         in_inf.append(bool(inf[y, xx]))

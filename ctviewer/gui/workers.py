@@ -247,7 +247,7 @@ class InferenceThread(QThread):
                             key, rec.label, rec.p_covid, rec.model, reason)
 
     def _explain(self, key: str, s: Slice) -> None:
-        from ctviewer.imaging.preprocess import heatmap_to_slice, model_input_and_box
+        from ctviewer.inference.gradcam import slice_heatmap
 
         clf = self._clf
         try:
@@ -255,6 +255,4 @@ class InferenceThread(QThread):
         except ImagingError as exc:
             self.explain_failed.emit(key, exc.reason)
             return
-        x, box = model_input_and_box(s, clf.params)
-        cam = clf.explain(x)
-        self.explained.emit(key, heatmap_to_slice(cam, box, s.shape))
+        self.explained.emit(key, slice_heatmap(clf, s))
