@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="train a recipe on a folder of class subfolders")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue a stopped run from its last finished epoch (its own arguments; give no others)")
+    t.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
+                   help="stop after this many epochs in total, resumable with --resume (a run sized to a session)")
     t.add_argument("--input", choices=["lungs", "chest"], default="lungs", dest="model_input",
                    help="the model sees the lungs only (default; preprocess.lung_view) or the chest crop (1.1.0)")
     t.add_argument("--data", nargs="+",
@@ -125,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "train" and a.resume:
         from .fit import run_arguments, train
 
-        if len(args) != 3:
-            ap.error("--resume RUN_DIR takes no other arguments: the run continues with its own")
-        train(out=a.resume, resume=True, **run_arguments(a.resume))
+        others = [x for x in args[1:] if x not in ("--resume", a.resume, "--stop-after", str(a.stop_after))]
+        if others:
+            ap.error("--resume RUN_DIR takes no other arguments but --stop-after: the run continues with its own")
+        train(out=a.resume, resume=True, stop_after=a.stop_after, **run_arguments(a.resume))
         return 0
     if a.cmd == "train":
         from .fit import train
@@ -142,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
               balance=a.balance == "on", init=a.init, warmup_epochs=a.warmup_epochs,
               source_aug=None if a.source_aug is None else a.source_aug == "on", train_exclude=a.train_exclude,
               source_weights=_source_weights(ap, a.source_weight),
-              raster_intensity=a.raster_intensity, model_input=a.model_input, cv_fold=_cv_fold(ap, a.cv_fold))
+              raster_intensity=a.raster_intensity, model_input=a.model_input, cv_fold=_cv_fold(ap, a.cv_fold),
+              stop_after=a.stop_after)
         return 0
     if a.cmd == "tables":
         from .card_tables import attach

@@ -73,7 +73,8 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
           balance: bool = True, init: str | None = None, warmup_epochs: int | None = None,
           source_aug: bool | None = None, train_exclude: list[str] | None = None,
           source_weights: dict[str, float] | None = None, raster_intensity: str = "landmarks",
-          model_input: str = "lungs", cv_fold: tuple[int, int] | None = None, resume: bool = False) -> dict:
+          model_input: str = "lungs", cv_fold: tuple[int, int] | None = None, resume: bool = False,
+          stop_after: int | None = None) -> dict:
     import keras
 
     from .architecture import build_model, cached_imagenet_weights
@@ -183,9 +184,16 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         train_seq.order = train_seq._order()
         log(f"resumed {out_dir} after epoch {state['epoch']}/{recipe.epochs} (weights, optimizer and schedule restored)")
     callbacks.append(EpochCheckpoint(out_dir, state))
+    if stop_after:
+        callbacks.append(StopAfter(stop_after))
     hist = model.fit(train_seq, validation_data=val_seq, epochs=recipe.epochs, callbacks=callbacks, verbose=0,
                      initial_epoch=state["epoch"])
     fit_seconds = state["fit_seconds"] + time.time() - t_fit
+    done = json.loads((out_dir / LAST_STATE).read_text(encoding="utf-8"))["epoch"] if (out_dir / LAST_STATE).is_file() else 0
+    if stop_after and done < recipe.epochs:
+        log(f"stopped after epoch {done}/{recipe.epochs} as asked (--stop-after); continue with: "
+            f"python -m training train --resume {out_dir}")
+        return {"stopped_after": done}
     history = {k: list(state["history"].get(k, [])) + [float(v) for v in vals] for k, vals in hist.history.items()}
     precise_bn_report = None
     if recipe.precise_bn:
@@ -412,6 +420,20 @@ class EpochCheckpoint:
                 _write_json(out_dir / LAST_STATE, {
                     "epoch": epoch + 1, "history": history, "seed_states": seeds,
                     "fit_seconds": float(state.get("fit_seconds", 0.0)) + time.time() - t_start})
+
+        return _Cb()
+
+
+class StopAfter:
+    """Stop training once ``epoch`` epochs are done (after their checkpoint): a run sized to a session."""
+
+    def __new__(cls, epoch: int):
+        import keras
+
+        class _Cb(keras.callbacks.Callback):
+            def on_epoch_end(self, e, logs=None):
+                if e + 1 >= epoch:
+                    self.model.stop_training = True
 
         return _Cb()
 
