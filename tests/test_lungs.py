@@ -21,15 +21,11 @@ from ctviewer.imaging.io import load_slices
 from ctviewer.imaging.lungs import LungSegmenter, SegmenterError, default_model_dir, fill_holes, lung_mask
 from ctviewer.imaging.preprocess import PreprocessParams, crop_resize, dark_lungs, display8, lung_view, segment_chest
 from ctviewer.verdict import LUNG_MIN_FRACTION, lung_fraction
+from training.lung_seg import dice
 
 from .synthetic import chest_png8
 
 P = PreprocessParams()
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2 * (a & b).sum() / s)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ import numpy as np
 
 def measure(model_dir: str, data: str, limit: int | None = None) -> dict:
     from ctviewer.imaging.io import load_slices
-    from ctviewer.imaging.preprocess import model_input_and_box
     from ctviewer.inference.gradcam import slice_heatmap
     from ctviewer.inference.model import load_classifier
 
@@ -35,8 +34,7 @@ def measure(model_dir: str, data: str, limit: int | None = None) -> dict:
         s = load_slices(f)[0]
         lungs = cv2.imread(str(root / "lungs" / f.name), cv2.IMREAD_GRAYSCALE) > 127
         inf = cv2.imread(str(root / "infection" / f.name), cv2.IMREAD_GRAYSCALE) > 127
-        x, _ = model_input_and_box(s, clf.params)
-        cam = slice_heatmap(clf, s)
+        cam, x = slice_heatmap(clf, s, with_input=True)
         y, xx = np.unravel_index(int(np.argmax(cam)), cam.shape)
         in_lung.append(bool(lungs[y, xx]))
         in_inf.append(bool(inf[y, xx]))

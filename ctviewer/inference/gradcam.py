@@ -101,19 +101,21 @@ def gradcam(classifier, x: np.ndarray) -> np.ndarray:
     return finish_map(cam_maps(features, grads), tta, size)
 
 
-def slice_heatmap(classifier, s) -> np.ndarray:
+def slice_heatmap(classifier, s, with_input: bool = False):
     """The Grad-CAM map over a whole slice, as the viewer, the reports and ``training heatmaps``
     show it: the model's input and crop box (one path with ``model_input_and_box``), the map
     put back on the slice (``heatmap_to_slice``), and for a lung-only model (card input
     ``lungs``) zero wherever the model saw only blank pixels.  A 3 x 3 map stretched over the
     lungs' box would otherwise paint its centre cell on the mediastinum, which the model never
-    saw: heat there says nothing about the slice."""
+    saw: heat there says nothing about the slice.  ``with_input``: also return the model input
+    the map explains (callers that also score the slice prepare it once)."""
     from ..imaging.preprocess import crop_resize, display8, heatmap_to_slice, lung_view
 
     params = classifier.params
     img8 = display8(s, params)
     view, box = lung_view(img8, params)
-    cam = heatmap_to_slice(classifier.explain(crop_resize(view, box, params.size)), box, s.shape)
+    x = crop_resize(view, box, params.size)
+    cam = heatmap_to_slice(classifier.explain(x), box, s.shape)
     if view is not img8:  # blanked outside the lungs
         cam = np.where(view > 0, cam, np.float32(0.0))
-    return cam
+    return (cam, x) if with_input else cam
