@@ -154,7 +154,7 @@ class SliceBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, images, boxes, labels, size, batch_size, n_classes=2, aug=None, seed=0, shuffle=False,
-                 mixup: float = 0.0, weights=None):
+                 mixup: float = 0.0, weights=None, plain=None):
         super().__init__(workers=1, use_multiprocessing=False)
         self.images, self.boxes, self.labels = images, boxes, np.asarray(labels)
         self.size, self.batch_size, self.n_classes = size, batch_size, n_classes
@@ -162,7 +162,12 @@ class SliceBatches(keras.utils.PyDataset):
         self.weights = None if weights is None else np.asarray(weights, np.float32)
         self.epoch = 0
         self.order = self._order()
-        self._plain = None if aug else np.stack([crop_resize(im, bx, size) for im, bx in zip(images, boxes)])
+        if aug:
+            self._plain = None
+        elif plain is not None:  # the un-augmented inputs, already made (Decoded.inputs)
+            self._plain = np.asarray(plain, np.float32)
+        else:
+            self._plain = np.stack([crop_resize(im, bx, size) for im, bx in zip(images, boxes)])
 
     def _order(self):
         idx = np.arange(len(self.labels))

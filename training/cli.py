@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="continue a stopped run from its last finished epoch (its own arguments; give no others)")
     t.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
                    help="stop after this many epochs in total, resumable with --resume (a run sized to a session)")
+    t.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="end training early (then evaluate as usual) so that the run ends within SECONDS")
     t.add_argument("--input", choices=["lungs", "chest"], default="lungs", dest="model_input",
                    help="the model sees the lungs only (default; preprocess.lung_view) or the chest crop (1.1.0)")
     t.add_argument("--data", nargs="+",
@@ -57,6 +59,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="upsample the input to this size inside the model (the input stays --size)")
     t.add_argument("--name", default=None)
     t.add_argument("--version", default="1.0.0")
+    de = sub.add_parser("decode", help="read data folders once and save the decoded slices to one file "
+                                       "(train --data FILE.npz starts at once)")
+    de.add_argument("--data", required=True, nargs="+", help="folder(s) with one subfolder per class (one source each)")
+    de.add_argument("--out", required=True, help="the file to write (.npz)")
+    de.add_argument("--input", choices=["lungs", "chest"], default="lungs", dest="model_input")
+    de.add_argument("--raster-intensity", choices=["landmarks", "none"], default="landmarks")
+    de.add_argument("--size", type=int, default=80)
+    de.add_argument("--block", type=int, default=25)
+    de.add_argument("--max-box", type=int, default=0, metavar="PIX",
+                    help="shrink each slice so its crop box is at most PIX pixels (approximate inputs; default exact)")
     e = sub.add_parser("evaluate", help="evaluate a model package on a folder of class subfolders")
     e.add_argument("--model", required=True)
     e.add_argument("--data", required=True, nargs="+", help="folder(s) with one subfolder per class (one source each)")
@@ -146,7 +158,17 @@ def main(argv: list[str] | None = None) -> int:
               source_aug=None if a.source_aug is None else a.source_aug == "on", train_exclude=a.train_exclude,
               source_weights=_source_weights(ap, a.source_weight),
               raster_intensity=a.raster_intensity, model_input=a.model_input, cv_fold=_cv_fold(ap, a.cv_fold),
-              stop_after=a.stop_after)
+              stop_after=a.stop_after, time_limit=a.time_limit)
+        return 0
+    if a.cmd == "decode":
+        from ctviewer.imaging.preprocess import PreprocessParams
+
+        from .decoded import SUFFIX, decode_folders
+
+        if not a.out.endswith(SUFFIX):
+            ap.error(f"decode --out must end with {SUFFIX}")
+        decode_folders(a.data, a.out, PreprocessParams(size=a.size, raster_intensity=a.raster_intensity,
+                                                       input=a.model_input), a.block, a.max_box)
         return 0
     if a.cmd == "tables":
         from .card_tables import attach

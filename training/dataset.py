@@ -26,7 +26,7 @@ import numpy as np
 
 from ctviewer.imaging import ImagingError
 from ctviewer.imaging.io import is_candidate, load_slices
-from ctviewer.imaging.preprocess import PreprocessParams, display8, lung_view
+from ctviewer.imaging.preprocess import PreprocessParams, crop_resize, display8, lung_view
 
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
@@ -240,6 +240,17 @@ class Decoded:
     images: list[np.ndarray]
     boxes: np.ndarray  # (N, 4)
     keep: np.ndarray  # indices into the LabelledSet that decoded
+    plain: np.ndarray | None = None  # (N, size, size) uint8: the exact un-augmented inputs, when known
+
+    def inputs(self, idx, size: int) -> np.ndarray:
+        """The un-augmented model inputs of slices ``idx`` (positions in ``images``): exactly the
+        app's ``to_model_input``, (n, size, size, 3) float32."""
+        idx = np.asarray(idx, np.int64)
+        if self.plain is not None and self.plain.shape[1:] == (size, size):
+            return np.repeat(self.plain[idx][:, :, :, None].astype(np.float32), 3, axis=3)
+        if len(idx) == 0:
+            return np.zeros((0, size, size, 3), np.float32)
+        return np.stack([crop_resize(self.images[i], self.boxes[i], size) for i in idx])
 
 
 def decode_all(ds: LabelledSet, params: PreprocessParams, log=print) -> Decoded:

@@ -64,6 +64,19 @@ def logits_and_features(model):
     return keras.Model(inp, [logits, fmap], name=f"{model.name}_export")
 
 
+def onnx_export_unavailable() -> str | None:
+    """Why this process cannot export to ONNX (``to_onnx`` traces the Keras model with
+    TensorFlow and converts it with tf2onnx), or None when it can."""
+    import importlib.util
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return f"Keras runs on its {keras.backend.backend()} backend, the export needs tensorflow"
+    missing = [m for m in ("tensorflow", "tf2onnx") if importlib.util.find_spec(m) is None]
+    return f"{' and '.join(missing)} not installed" if missing else None
+
+
 def to_onnx(model, size: int, path: Path, opset: int = OPSET) -> None:
     """Write ``model`` (Keras, TensorFlow backend) as ONNX with inputs/outputs named as above."""
     import tensorflow as tf

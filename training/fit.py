@@ -17,6 +17,8 @@ from ctviewer.inference.card import ModelCard, sha256_file
 
 from . import evaluate
 from .compare import SCORES, write_scores
+from .decoded import DecodedFileError, is_decoded_file
+from .decoded import load as load_decoded
 from .dataset import balance_weights, decode_all, discover, exclude_from_training, positive_class, source_split
 from .recipes import all_layers, compile_model, make_recipe, zero_init_residuals
 
@@ -74,7 +76,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
           source_aug: bool | None = None, train_exclude: list[str] | None = None,
           source_weights: dict[str, float] | None = None, raster_intensity: str = "landmarks",
           model_input: str = "lungs", cv_fold: tuple[int, int] | None = None, resume: bool = False,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, time_limit: float | None = None) -> dict:
     import keras
 
     from .architecture import build_model, cached_imagenet_weights
@@ -115,7 +117,19 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     params = PreprocessParams(size=size, raster_intensity=raster_intensity, input=model_input)
 
     data_dirs = [data] if isinstance(data, str) else list(data)
-    ds = discover(data_dirs, block=block)
+    dec, decoded_from = None, None
+    if is_decoded_file(data_dirs):  # python -m training decode: the same images, decoded once
+        try:
+            ds, dec, meta = load_decoded(data_dirs[0], preprocessing_block(params), block)
+        except DecodedFileError as exc:
+            raise SystemExit(f"error: --data {exc}") from None
+        log(f"data: {len(dec.images)} decoded slices from {data_dirs[0]} (decoded from {', '.join(meta['data'])})")
+        decoded_from = {"file": Path(data_dirs[0]).name, "data": meta["data"], "max_box": meta.get("max_box", 0)}
+        if decoded_from["max_box"]:
+            log(f"  its images were shrunk to boxes of at most {decoded_from['max_box']} px: augmented training "
+                "inputs approximate the full-resolution ones; validation and test inputs are exact")
+    else:
+        ds = discover(data_dirs, block=block)
     pos = positive_class(ds.classes)
     classes = ds.classes
     for src in ds.source_names:
@@ -124,7 +138,8 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
             + ", ".join(f"{c} {int(np.sum(ds.labels[m] == i))}" for i, c in enumerate(classes)))
     if leave_out is not None and leave_out not in ds.source_names:
         raise SystemExit(f"error: --leave-out {leave_out!r} is not one of the sources {ds.source_names}")
-    dec = decode_all(ds, params, log=log)
+    if dec is None:
+        dec = decode_all(ds, params, log=log)
     labels, groups, sources = ds.labels[dec.keep], ds.groups[dec.keep], ds.sources[dec.keep]
     cv = tuple(cv_fold) if cv_fold else None
     tr, va = source_split(sources, groups, labels, val_fraction, seed, cv=cv)
@@ -156,7 +171,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         aug = {**aug, "blank": True}  # blanked pixels stay 0 through intensity augmentation
     train_seq = SliceBatches(*pick(tr), size, recipe.batch_size, aug=aug, seed=seed, shuffle=True,
                              mixup=recipe.mixup, weights=weights)
-    val_seq = SliceBatches(*pick(va), size, 64)
+    val_seq = SliceBatches(*pick(va), size, 64, plain=dec.inputs(va, size))
 
     model = build_model(recipe.architecture, imagenet=recipe.imagenet)
     if init:
@@ -186,6 +201,9 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     callbacks.append(EpochCheckpoint(out_dir, state))
     if stop_after:
         callbacks.append(StopAfter(stop_after))
+    time_stop = {}
+    if time_limit:
+        callbacks.append(TimeLimit(t_start, time_limit, time_stop))
     hist = model.fit(train_seq, validation_data=val_seq, epochs=recipe.epochs, callbacks=callbacks, verbose=0,
                      initial_epoch=state["epoch"])
     fit_seconds = state["fit_seconds"] + time.time() - t_fit
@@ -200,7 +218,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         t_bn = time.time()
         x_val, y_val = val_seq.inputs(), labels[va]
         before = _quick_metrics(model, x_val, y_val, classes.index(pos))
-        recalibrate_batchnorm(model, SliceBatches(*pick(tr), size, 64).inputs())
+        recalibrate_batchnorm(model, dec.inputs(tr, size))
         after = _quick_metrics(model, x_val, y_val, classes.index(pos))
         precise_bn_report = {"before": before, "after": after}
         log(f"BatchNorm statistics recomputed on {len(tr)} un-augmented training slices ({time.time() - t_bn:.0f} s); "
@@ -230,14 +248,15 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     from .keras_model import KerasClassifier
 
     y, p_raw, p_cal, metrics = calibrate_and_measure(
-        KerasClassifier(card, model, out_dir), out_dir, kept_paths, pick, va, held_out, leave_out, labels, groups,
+        KerasClassifier(card, model, out_dir), out_dir, kept_paths, lambda idx: dec.inputs(idx, size), va, held_out, leave_out, labels, groups,
         sources, classes.index(pos), size)
     temperature = card.temperature
     card.training = {
         "recipe": recipe.name,
         "command": command,
         "recipe_settings": recipe.describe(),
-        "data": os.path.abspath(data_dirs[0]) if len(data_dirs) == 1 else [os.path.abspath(d) for d in data_dirs],
+        "data": (decoded_from["data"] if decoded_from else os.path.abspath(data_dirs[0]) if len(data_dirs) == 1
+                 else [os.path.abspath(d) for d in data_dirs]),
         "sources": {src: {c: int(np.sum((labels == i) & (sources == src))) for i, c in enumerate(classes)}
                     for src in ds.source_names},
         "left_out": leave_out,
@@ -260,6 +279,10 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     }
     if precise_bn_report:
         card.training["precise_bn"] = precise_bn_report
+    if time_stop:
+        card.training["time_limit"] = time_stop
+    if decoded_from:
+        card.training["decoded"] = decoded_from
     card.limitations = [
         ("Trained on about 120 patients from hospitals in Sao Paulo, Brazil; performance on other hospitals, "
          "scanners, countries and DICOM series is not measured and is expected to be lower.")
@@ -282,8 +305,13 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
         f"Validation: {len(va)} slices in {metrics['n_groups']} held-out groups of {block} consecutive file numbers.",
         f"Temperature {temperature:.3f} fitted on validation; ECE {metrics['ece_before']:.3f} -> {metrics['ece_after']:.3f}.",
     ])
-    from .export import export_run
+    from .export import export_run, onnx_export_unavailable
 
+    why = onnx_export_unavailable()
+    if why:  # e.g. trained on an accelerator machine with the JAX backend and no TensorFlow
+        log(f"no ONNX export here ({why}); the run is complete otherwise: export it where TensorFlow is "
+            f"installed with: python -m training export {out_dir}")
+        return card.to_dict()
     card = export_run(out_dir)  # the app's model file: ONNX, parity with Keras measured on real slices
     log(summary_text(card))
     return card.to_dict()
@@ -300,16 +328,15 @@ def preprocessing_block(params: PreprocessParams) -> dict:
     return block
 
 
-def calibrate_and_measure(clf, out_dir: Path, paths: list[str], pick, va: np.ndarray, held_out: np.ndarray,
+def calibrate_and_measure(clf, out_dir: Path, paths: list[str], inputs, va: np.ndarray, held_out: np.ndarray,
                           leave_out: str | None, labels, groups, sources, pos: int, size: int):
     """Fit the temperature on the validation slices and put the metrics (overall, per source,
     and on all of a left-out source) into ``clf.card``; write ``scores.csv``.  Shared by
-    ``train`` and ``soup``.  Returns (y, p_raw, p_cal, validation metrics)."""
-    from .augment import SliceBatches
-
+    ``train`` and ``soup``; ``inputs(idx)`` gives the un-augmented inputs of those slices
+    (``Decoded.inputs``).  Returns (y, p_raw, p_cal, validation metrics)."""
     card = clf.card
     y = (labels[va] == pos).astype(int)
-    scores = clf.raw_scores(SliceBatches(*pick(va), size, 64).inputs())
+    scores = clf.raw_scores(inputs(va))
     temperature = fit_temperature(scores, y)
     p_raw, p_cal = sigmoid(scores), sigmoid(scores / temperature)
     metrics = evaluate.summarise(y, p_raw, p_cal, groups[va])
@@ -319,7 +346,7 @@ def calibrate_and_measure(clf, out_dir: Path, paths: list[str], pick, va: np.nda
                     "per_source": evaluate.per_source(y, p_raw, p_cal, groups[va], sources[va])}
     if leave_out is not None:
         y_out = (labels[held_out] == pos).astype(int)
-        s_out = clf.raw_scores(SliceBatches(*pick(held_out), size, 64).inputs())
+        s_out = clf.raw_scores(inputs(held_out))
         card.metrics["left_out"] = {leave_out: evaluate.summarise(
             y_out, sigmoid(s_out), sigmoid(s_out / temperature), groups[held_out])}
         write_scores(out_dir / LEFT_OUT_SCORES, [paths[i] for i in held_out], sources[held_out], groups[held_out],
@@ -434,6 +461,34 @@ class StopAfter:
             def on_epoch_end(self, e, logs=None):
                 if e + 1 >= epoch:
                     self.model.stop_training = True
+
+        return _Cb()
+
+
+class TimeLimit:
+    """``--time-limit SECONDS``: end training after the epoch past which the next one would not
+    finish within SECONDS of the run's start (with a reserve of one and a half epochs for the
+    evaluation that follows).  The run then ends as a finished one, with fewer epochs than its
+    schedule planned (the learning rate not annealed to its end): the card records it."""
+
+    def __new__(cls, t_start: float, limit: float, record: dict):
+        import keras
+
+        class _Cb(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.t_fit = time.time()
+                self.done = 0
+
+            def on_epoch_end(self, epoch, logs=None):
+                now = time.time()
+                self.done += 1
+                per_epoch = (now - self.t_fit) / self.done
+                if now - t_start + 2.5 * per_epoch > limit and epoch + 1 < self.params.get("epochs", epoch + 2):
+                    self.model.stop_training = True
+                    record.update({"seconds": limit, "stopped_after_epoch": epoch + 1,
+                                   "planned_epochs": int(self.params.get("epochs", 0))})
+                    log(f"--time-limit {limit:.0f} s: stopping after epoch {epoch + 1} "
+                        f"({per_epoch:.1f} s per epoch, {now - t_start:.0f} s since the start)")
 
         return _Cb()
 

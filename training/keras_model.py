@@ -44,9 +44,10 @@ def _compiled_forward(model, size: int):
     if keras.backend.backend() == "jax":
         import jax
 
-        state = (model.trainable_variables, model.non_trainable_variables)
         fn = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x, training=False)[0])
-        return lambda x: np.asarray(fn(state[0], state[1], x))
+        # the variables' current values at each call (precise BN changes them after this is made)
+        return lambda x: np.asarray(fn([v.value for v in model.trainable_variables],
+                                       [v.value for v in model.non_trainable_variables], x))
     return lambda x: keras.ops.convert_to_numpy(model(x, training=False))
 
 

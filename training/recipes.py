@@ -123,7 +123,7 @@ def zero_init_residuals(model) -> int:
     n = 0
     for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization) and layer.name.endswith("_3_bn") and layer.gamma is not None:
-            layer.gamma.assign(keras.ops.zeros_like(layer.gamma))
+            layer.gamma.assign(keras.ops.zeros(layer.gamma.shape, dtype=layer.gamma.dtype))  # any backend
             n += 1
     return n
 

@@ -67,10 +67,10 @@ def soup(run_a: str, run_b: str, alpha: float, data: list[str], out: str, seed: 
         weights_file=WEIGHTS, sha256=sha256_file(weights),
         date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"), licence=licence_note(trained_on))
     card.extra["tta"] = a.card.extra.get("tta", [])
-    pick = lambda idx: ([dec.images[i] for i in idx], dec.boxes[idx], labels[idx])  # noqa: E731
     pos = ds.classes.index(positive_class(ds.classes))
     y, p_raw, p_cal, metrics = calibrate_and_measure(
-        KerasClassifier(card, model, out_dir), out_dir, [ds.paths[i] for i in dec.keep], pick, va, held_out,
+        KerasClassifier(card, model, out_dir), out_dir, [ds.paths[i] for i in dec.keep],
+        lambda idx: dec.inputs(idx, params.size), va, held_out,
         leave_out, labels, groups, sources, pos, params.size)
     card.training = {
         "recipe": "soup",
