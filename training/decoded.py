@@ -21,6 +21,7 @@ train a model with inputs the app would not give it.  It is a plain ``.npz`` rea
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -131,7 +132,7 @@ def load(path: str | Path, preprocessing: dict, block: int) -> tuple[LabelledSet
             paths, labels, groups = z["paths"].tolist(), z["labels"], z["groups"]
             sources, boxes, png, offsets = z["sources"], z["boxes"], z["png"], z["offsets"]
             plain = z["plain"]
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         if isinstance(exc, DecodedFileError):
             raise
         raise DecodedFileError(f"{path}: not a readable decoded slice file ({exc})") from None

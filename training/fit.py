@@ -76,7 +76,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
           source_aug: bool | None = None, train_exclude: list[str] | None = None,
           source_weights: dict[str, float] | None = None, raster_intensity: str = "landmarks",
           model_input: str = "lungs", cv_fold: tuple[int, int] | None = None, resume: bool = False,
-          stop_after: int | None = None, time_limit: float | None = None) -> dict:
+          stop_after: int | None = None, time_limit: float | None = None, trunk: str | None = None) -> dict:
     import keras
 
     from .architecture import build_model, cached_imagenet_weights
@@ -90,7 +90,7 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     set_determinism(seed)
     imagenet = cached_imagenet_weights() is not None
     recipe = make_recipe(recipe_name, size=size, epochs=epochs, imagenet_available=imagenet,
-                         internal_size=internal_size)
+                         internal_size=internal_size, trunk=trunk)
     if learning_rate:
         recipe.learning_rate = learning_rate
     if mixup is not None:
@@ -204,8 +204,10 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     time_stop = {}
     if time_limit:
         callbacks.append(TimeLimit(t_start, time_limit, time_stop))
+    # shuffle=False: SliceBatches shuffles by (seed, epoch) itself; Keras' own shuffle would reorder
+    # the batches with the process's global NumPy state, which a resumed run cannot restore.
     hist = model.fit(train_seq, validation_data=val_seq, epochs=recipe.epochs, callbacks=callbacks, verbose=0,
-                     initial_epoch=state["epoch"])
+                     initial_epoch=state["epoch"], shuffle=False)
     fit_seconds = state["fit_seconds"] + time.time() - t_fit
     done = json.loads((out_dir / LAST_STATE).read_text(encoding="utf-8"))["epoch"] if (out_dir / LAST_STATE).is_file() else 0
     if stop_after and done < recipe.epochs:
@@ -365,7 +367,7 @@ RUN_FILE = "run.json"  # train()'s arguments, written when a run starts: what --
 RUN_ARGS = ("data", "recipe_name", "seed", "epochs", "learning_rate", "mixup", "precise_bn", "internal_size",
             "zero_init_residual", "clipnorm", "block", "val_fraction", "size", "name", "version", "command",
             "leave_out", "balance", "init", "warmup_epochs", "source_aug", "train_exclude", "source_weights",
-            "raster_intensity", "model_input", "cv_fold")
+            "raster_intensity", "model_input", "cv_fold", "trunk")
 LAST_WEIGHTS = "last-epoch.weights.h5"  # the compiled model after the last finished epoch: weights + optimizer
 LAST_STATE = "last-epoch.json"  # that epoch's number, the history so far, the training time so far
 
