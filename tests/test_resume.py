@@ -35,7 +35,7 @@ def test_a_stopped_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_d
     import h5py
 
     args = ["--data", str(tiny_data), "--epochs", "2", "--size", "32", "--block", "6", "--seed", "3",
-            "--precise-bn", "off"]
+            "--precise-bn", "off", "--trunk", "tiny"]
     whole = _train_in_child(*args, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr[-2000:]
     stopped = _train_in_child(*args, "--out", str(tmp_path / "stopped"), "--stop-after", "1")
@@ -79,7 +79,7 @@ def test_a_left_out_fold_scores_all_of_its_source_for_the_replace_rule(tiny_data
     shutil.copytree(tiny_data, b)
     run = tmp_path / "fold"
     done = _train_in_child("--data", str(a), str(b), "--leave-out", "b", "--out", str(run), "--epochs", "1",
-                           "--size", "32", "--block", "6", "--precise-bn", "off")
+                           "--size", "32", "--block", "6", "--precise-bn", "off", "--trunk", "tiny")
     assert done.returncode == 0, done.stderr[-2000:]
     with open(run / "scores-left-out.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -155,6 +155,29 @@ def test_zero_init_residual_makes_every_bottleneck_start_as_the_identity_branch(
     assert np.allclose(np.asarray(out), np.maximum(np.asarray(shortcut), 0), atol=1e-5)
 
 
+def test_tiny_trunk_is_a_resnet_in_miniature_with_the_same_layer_names():
+    """The tests' trunk (``--trunk tiny``): residual bottlenecks named as ResNet50's, so zero-init,
+    the Grad-CAM tap and export work on it unchanged; a few thousand weights."""
+    import keras
+
+    from training.architecture import build_model
+    from training.gradcam_tf import FEATURE_LAYER
+    from training.recipes import make_recipe, zero_init_residuals
+
+    arch = make_recipe("default", size=32, trunk="tiny").architecture
+    assert arch["trunk"] == "tiny"
+    model = build_model(arch)
+    trunk = model.get_layer("tiny_resnet")
+    assert trunk.get_layer(FEATURE_LAYER).output.shape[1:] == (2, 2, 64)
+    assert model.count_params() < 20_000
+    assert zero_init_residuals(model) == 4
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    assert np.isfinite(np.asarray(model(x, training=False))).all()
+    with pytest.raises(ValueError, match="unsupported trunk"):
+        build_model({**arch, "trunk": "vgg"})
+    assert keras.backend.backend() == "tensorflow"
+
+
 def make_recipe_arch(size):
     from training.recipes import make_recipe
 
@@ -197,7 +220,7 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
 
     out = tmp_path / recipe
     assert main(["train", "--data", str(tiny_data), "--out", str(out), "--recipe", recipe,
-                 "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1", "--learning-rate", "5e-4",
+                 "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1", "--learning-rate", "5e-4", "--trunk", "tiny",
                  "--mixup", "0.2", "--precise-bn", "on", "--zero-init-residual", "on", "--clipnorm", "1.0",
                  "--raster-intensity", "none" if recipe == "seed" else "landmarks"]) == 0
     err = capsys.readouterr().err
@@ -223,7 +246,7 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     assert card.training["recipe_settings"]["learning_rate"] == 5e-4
     assert card.training["recipe_settings"]["mixup"] == 0.2 and card.training["recipe_settings"]["precise_bn"]
     assert set(card.training["precise_bn"]) == {"before", "after"}
-    assert "BatchNorm statistics recomputed" in err and "zero-initialised the last BatchNorm of 16" in err
+    assert "BatchNorm statistics recomputed" in err and "zero-initialised the last BatchNorm of 4" in err
     assert card.training["recipe_settings"]["clipnorm"] == 1.0
     assert card.training["command"].startswith("python -m training train --data ") and "--mixup 0.2" in card.training["command"]
     # inference weights only: no optimizer state in the file
@@ -312,7 +335,7 @@ def test_export_refuses_weights_that_are_not_the_cards(tiny_data, tmp_path):
 
     out = tmp_path / "run"
     assert main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--size", "32",
-                 "--block", "6"]) == 0
+                 "--block", "6", "--trunk", "tiny"]) == 0
     first = ModelCard.load(out).sha256
     assert main(["export", str(out)]) == 0  # again: same weights, a fresh ONNX file
     assert ModelCard.load(out).extra["onnx"]["parity"]["max_abs_delta_p"] < 1e-4
@@ -330,7 +353,7 @@ def test_training_is_deterministic_with_a_seed(tiny_data, tmp_path, capsys):
 
     for run in ("a", "b"):
         main(["train", "--data", str(tiny_data), "--out", str(tmp_path / run), "--epochs", "1", "--size", "32",
-              "--block", "6", "--seed", "7"])
+              "--block", "6", "--seed", "7", "--trunk", "tiny"])
     cards = [ModelCard.load(tmp_path / run) for run in ("a", "b")]
     assert cards[0].metrics == cards[1].metrics
     assert cards[0].training["history"] == cards[1].training["history"]

@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="continue a stopped run from its last finished epoch (its own arguments; give no others)")
     t.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
                    help="stop after this many epochs in total, resumable with --resume (a run sized to a session)")
+    t.add_argument("--trunk", choices=["resnet50", "tiny"], default=None,
+                   help="the recipe's trunk (resnet50); tiny: a miniature ResNet for tests and quick trials, never shipped")
     t.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="end training early (then evaluate as usual) so that the run ends within SECONDS")
     t.add_argument("--input", choices=["lungs", "chest"], default="lungs", dest="model_input",
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
               source_aug=None if a.source_aug is None else a.source_aug == "on", train_exclude=a.train_exclude,
               source_weights=_source_weights(ap, a.source_weight),
               raster_intensity=a.raster_intensity, model_input=a.model_input, cv_fold=_cv_fold(ap, a.cv_fold),
-              stop_after=a.stop_after, time_limit=a.time_limit)
+              stop_after=a.stop_after, time_limit=a.time_limit, trunk=a.trunk)
         return 0
     if a.cmd == "decode":
         from ctviewer.imaging.preprocess import PreprocessParams

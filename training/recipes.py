@@ -52,8 +52,10 @@ class Recipe:
 
 
 def make_recipe(name: str, size: int = 80, epochs: int | None = None, imagenet_available: bool = False,
-                internal_size: int | None = None) -> Recipe:
-    recipe = _make_recipe(name, size, epochs, imagenet_available)
+                internal_size: int | None = None, trunk: str | None = None) -> Recipe:
+    recipe = _make_recipe(name, size, epochs, imagenet_available and trunk in (None, "resnet50"))
+    if trunk:
+        recipe.architecture["trunk"] = trunk
     if internal_size and internal_size != size:
         recipe.architecture["internal_size"] = int(internal_size)
     return recipe
