@@ -168,7 +168,8 @@ def test_tiny_trunk_is_a_resnet_in_miniature_with_the_same_layer_names():
     assert arch["trunk"] == "tiny"
     model = build_model(arch)
     trunk = model.get_layer("tiny_resnet")
-    assert trunk.get_layer(FEATURE_LAYER).output.shape[1:] == (2, 2, 64)
+    assert trunk.get_layer(FEATURE_LAYER).output.shape[1:] == (1, 1, 64)  # ResNet50's stride 32
+    assert build_model({**arch, "input_size": 64}).get_layer("tiny_resnet").get_layer(FEATURE_LAYER).output.shape[1:3] == (2, 2)
     assert model.count_params() < 20_000
     assert zero_init_residuals(model) == 4
     x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)

@@ -71,10 +71,11 @@ def build_model(arch: dict, imagenet: bool = False) -> keras.Model:
 
 
 def tiny_resnet(input_shape, widths=(4, 8, 8, 16)) -> keras.Model:
-    """A ResNet50 in miniature for tests and quick trials of the training mechanics: a stride-2
-    stem and four stages (conv2..conv5) of one bottleneck block each, named as ResNet50 names
+    """A ResNet50 in miniature for tests and quick trials of the training mechanics: ResNet50's
+    stride-2 stem and 3x3 stride-2 max pool (``pool1_pool``), then four stages (conv2..conv5) of one bottleneck block each, named as ResNet50 names
     its layers (``conv2_block1_3_bn``, ...; the last block's output is ``conv5_block3_out``, the
-    layer Grad-CAM and the ONNX export tap), with a projection shortcut on every block.  About
+    layer Grad-CAM and the ONNX export tap), with a projection shortcut on every block: the
+    feature map has ResNet50's stride of 32 (2 x 2 at 64 px).  About
     8 000 weights instead of 23.5 million: every mechanism (BatchNorm, residual branches, precise
     BN, zero-initialised residuals, the feature map, export, resume) runs in seconds.  Never
     shipped: the replace rule judges ResNet50 candidates."""
@@ -82,6 +83,7 @@ def tiny_resnet(input_shape, widths=(4, 8, 8, 16)) -> keras.Model:
     x = layers.Conv2D(widths[0], 3, strides=2, padding="same", name="conv1_conv")(inp)
     x = layers.BatchNormalization(epsilon=1.001e-5, name="conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
     for stage, width in enumerate(widths, start=2):
         name = f"conv{stage}_block1"
         stride = 1 if stage == 2 else 2
