@@ -29,7 +29,7 @@ def main() -> int:
     a = ap.parse_args()
     from pydicom.uid import generate_uid
 
-    from ctviewer.anonymize import anonymize_paths
+    from ctviewer.privacy import anonymize_paths
     import tests.test_deid as td
     from tests.test_deid import identified_ct
 

@@ -74,7 +74,7 @@ def notebook_dicom(path: str):
 def bench_dataset(name, files, read_notebook, clf, repeat):
     import numpy as np
 
-    from ctviewer.batch import classify_files
+    from ctviewer.studies import classify_files
     from ctviewer.imaging.io import load_slices
     from ctviewer.imaging.preprocess import to_model_input
     from ctviewer.imaging.series import iter_files

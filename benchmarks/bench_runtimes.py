@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     sys.path.insert(0, str(REPO))
-    from ctviewer.batch import classify_files
+    from ctviewer.studies import classify_files
     from ctviewer.imaging.io import load_slices
     from ctviewer.imaging.preprocess import to_model_input
     from ctviewer.imaging.series import iter_files

@@ -91,9 +91,9 @@ def main(argv=None) -> int:
     from ctviewer.imaging.io import load_slices
     from ctviewer.imaging.preprocess import to_model_input
     from ctviewer.inference import load_classifier
-    from ctviewer.scan import scan
+    from ctviewer.studies import scan
     from ctviewer.studies import SeriesNode, StudyNode
-    from ctviewer.study_batch import classify_study
+    from ctviewer.studies import classify_study
 
     tmp = Path(tempfile.mkdtemp(prefix="ctviewer-bench-study-"))
     try:

@@ -19,7 +19,7 @@
                                   one CSV of all slices of all studies
 
 ``ctviewer anonymize PATH... --to DIR [--key FILE] [--allow-burned-in]``
-                                  de-identified copies of whole studies (ctviewer.deid)
+                                  de-identified copies of whole studies (ctviewer.privacy.deid)
 
 ``ctviewer pacs echo|find|get (--dicomweb URL | --dimse AET@HOST:PORT) ...``
                                   the hospital's PACS (ctviewer.pacs); ``report --send NODE``
@@ -95,7 +95,7 @@ def _load_model(prog: str, folder: str | None):
 
 
 def classify(argv: list[str]) -> int:
-    from ctviewer.batch import COLUMNS, classify_files
+    from ctviewer.studies.batch import COLUMNS, classify_files
     from ctviewer.imaging.series import iter_files
 
     ap = argparse.ArgumentParser(prog="ctviewer classify", description="Classify CT slices headless; CSV out.")
@@ -173,8 +173,8 @@ def report(argv: list[str]) -> int:
     if clf is None:
         return EXIT_USAGE
 
-    from ctviewer.scan import scan
-    from ctviewer.study_batch import classifiable_series, classify_study, suspicious_thumbnails
+    from ctviewer.studies import scan
+    from ctviewer.studies.study_batch import classifiable_series, classify_study, suspicious_thumbnails
 
     patients, scan_errors = scan(a.paths)
     jobs = [(patient, study) for patient in patients for study in patient.studies if classifiable_series(study)]
@@ -196,7 +196,7 @@ def report(argv: list[str]) -> int:
     if a.key and not a.anonymize:
         print("ctviewer report: --key goes with --anonymize", file=sys.stderr)
         return EXIT_USAGE
-    from ctviewer.deid import Deidentifier
+    from ctviewer.privacy import Deidentifier
 
     deid = Deidentifier(key_file=a.key) if a.anonymize else None
     several = len(jobs) > 1
@@ -300,7 +300,7 @@ def anonymize(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     if not _paths_exist("ctviewer anonymize", a.paths):
         return EXIT_USAGE
-    from ctviewer.anonymize import anonymize_paths
+    from ctviewer.privacy import anonymize_paths
 
     done, refused = anonymize_paths(a.paths, a.to, key_file=a.key, allow_burned_in=a.allow_burned_in,
                                     progress=_Progress)
@@ -346,7 +346,7 @@ def _node(a):
 
 def pacs(argv: list[str]) -> int:
     """``ctviewer pacs echo|find|get NODE ...``: the hospital's PACS from the command line."""
-    from ctviewer.pacs import CSV_COLUMNS, PacsError
+    from ctviewer.pacs.client import CSV_COLUMNS, PacsError
 
     ap = argparse.ArgumentParser(prog="ctviewer pacs", description="Find, retrieve and check a PACS node.")
     sub = ap.add_subparsers(dest="cmd", required=True)

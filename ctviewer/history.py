@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 import platformdirs
 
 if TYPE_CHECKING:  # only the attributes are used; keeps this module free of numpy/pydicom
-    from ctviewer.batch import Record
+    from ctviewer.studies import Record
     from ctviewer.studies import StudyResult
 
 CSV_COLUMNS = ("time", "path", "frame", "sop_instance_uid", "label", "p_covid", "model", "pixel_sha256", "reason")
@@ -320,14 +320,14 @@ class History:
     def export_csv(self, dest: str | os.PathLike, entries: Iterable[HistoryEntry] | None = None,
                    anonymize: bool = False) -> int:
         """Write ``entries`` (default: all, newest first) as CSV, atomically; returns the row count.
-        ``anonymize``: through ``ctviewer.deid`` (one export): file names become pseudonyms, UIDs are
+        ``anonymize``: through ``ctviewer.privacy.deid`` (one export): file names become pseudonyms, UIDs are
         replaced, the paths' folders are gone; time is when CT Viewer judged, not a patient's date."""
         dest = pathlib.Path(dest)
         rows = self.entries() if entries is None else list(entries)
         if anonymize:
             from dataclasses import replace
 
-            from ctviewer.deid import Deidentifier
+            from ctviewer.privacy import Deidentifier
 
             deid = Deidentifier()
             rows = [replace(e, path=deid.file_name(e.path), sop_instance_uid=deid.uid(e.sop_instance_uid, "history"),

@@ -39,7 +39,7 @@ def truth_for(name: str) -> str:
 
 
 def _classify(clf, folder: Path) -> dict[str, tuple[str, float, str]]:
-    from ctviewer.batch import classify_files
+    from ctviewer.studies import classify_files
     from ctviewer.imaging import iter_files
 
     out = {}

@@ -74,7 +74,7 @@ def lung_pixels(s) -> np.ndarray:
     """Full-resolution mask of the lungs of a healthy HU slice: pixels under -400 HU inside the
     lung region that ``verdict.lung_mask`` finds (airways included)."""
     from ctviewer.imaging.preprocess import PreprocessParams, display8
-    from ctviewer.verdict import lung_mask
+    from ctviewer.studies.verdict import lung_mask
 
     lung, _ = lung_mask(img8 := display8(s, PreprocessParams()))
     from ctviewer.imaging.preprocess import content_box

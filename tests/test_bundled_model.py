@@ -155,7 +155,7 @@ def _validation_files(card, shared):
 
 def test_app_path_reproduces_the_cards_validation_accuracy(clf, SHARED_DATA):
     """Decoding and preprocessing in the app give the numbers training reported (train/serve parity)."""
-    from ctviewer.batch import classify_files
+    from ctviewer.studies import classify_files
 
     card = clf.card
     files, truth = _validation_files(card, SHARED_DATA)

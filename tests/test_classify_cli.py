@@ -18,7 +18,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from ctviewer import cli
-from ctviewer.batch import COLUMNS, classify_files
+from ctviewer.studies.batch import COLUMNS, classify_files
 
 from .model_fixtures import make_model_package
 from .synthetic import chest_hu, chest_png8
@@ -167,7 +167,7 @@ def test_readers_run_at_low_priority_and_the_caller_keeps_its_own():
     the batches (the model's, the GUI's worker) keeps its priority."""
     import threading
 
-    from ctviewer.batch import READER_NICE, prepared_batches
+    from ctviewer.studies.batch import READER_NICE, prepared_batches
 
     caller = threading.get_native_id()
     before = os.getpriority(os.PRIO_PROCESS, caller)
@@ -182,7 +182,7 @@ def test_readers_run_at_low_priority_and_the_caller_keeps_its_own():
 
 
 def test_a_failing_prepare_is_raised_in_order():
-    from ctviewer.batch import prepared_batches
+    from ctviewer.studies.batch import prepared_batches
 
     def prepare(path):
         if path == "bad":
@@ -217,7 +217,7 @@ def test_shared_malformed_corpus_never_crashes_the_batch(SHARED_DATA, model_dir,
 
 @pytest.mark.parametrize("cores, readers", [(1, 1), (2, 1), (6, 1), (8, 2), (16, 3)])
 def test_one_reader_per_six_cores(monkeypatch, cores, readers):
-    from ctviewer import batch
+    from ctviewer.studies import batch
 
     monkeypatch.setattr(batch.os, "sched_getaffinity", lambda _: set(range(cores)), raising=False)
     assert batch.default_readers() == readers

@@ -11,7 +11,7 @@ import pytest
 from ctviewer.imaging.preprocess import PreprocessParams, crop_resize
 from training.dataset import decode_all, discover
 from training.decoded import DecodedFileError, is_decoded_file, load, save
-from training.fit import preprocessing_block
+from training.dataset import preprocessing_block
 
 from .synthetic import chest_png8
 

@@ -2,7 +2,7 @@
 
 Everything runs offscreen (``QT_QPA_PLATFORM=offscreen``): settings and the
 prediction history live in the test's temporary folder, the model is a tiny
-random-weights ResNet50 package (32 px input) except in one ``slow`` test that
+random-weights package (the miniature ResNet trunk, 32 px input) except in one ``slow`` test that
 uses the bundled model.  No sleeps: every wait is on a signal or a condition,
 with generous timeouts, and nothing asserts on timing.
 """

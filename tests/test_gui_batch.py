@@ -294,7 +294,7 @@ def test_export_pdf_sr_csv(qtbot, batch, tmp_path):
     assert "Beta" not in text and "SYN-002" not in text
 
     # the anonymised study: images and the AI result (SR) in one new study, nothing identifying
-    from ctviewer.deid_check import find, identifying_values
+    from ctviewer.privacy import find, identifying_values
 
     with qtbot.waitSignal(batch.exported, timeout=WAIT_MS) as blocker:
         assert batch.export("study", str(tmp_path / "shared"))

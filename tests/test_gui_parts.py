@@ -17,7 +17,8 @@ from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 from PySide6.QtGui import QPalette  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from ctviewer.gui.app import apply_theme, configure_settings, run  # noqa: E402
+from ctviewer.gui.app import configure_settings, run  # noqa: E402
+from ctviewer.gui.theme import apply_theme  # noqa: E402
 from ctviewer.gui.model_card import DISCLAIMER, ModelCardDialog, card_html, plot_count  # noqa: E402
 from ctviewer.gui.workers import PREDICT, InferenceThread  # noqa: E402
 from ctviewer.imaging import PreprocessParams, Slice  # noqa: E402

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from ctviewer.batch import Record
+from ctviewer.studies import Record
 from ctviewer.history import BatchEntry, History, HistoryEntry, HistoryError, default_history_path
 from ctviewer.studies import PatientNode, SliceResult, StudyNode, StudyResult, Verdict
 
@@ -199,7 +199,7 @@ def test_closed_history_raises(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys
-    from ctviewer.batch import Record
+    from ctviewer.studies import Record
     from ctviewer.history import History
 
     h = History(sys.argv[1])
@@ -380,7 +380,7 @@ def test_failed_upgrade_leaves_the_version_1_file_untouched(tmp_path, monkeypatc
 
 
 def test_anonymised_csv_export_has_no_file_names_or_uids(hist, tmp_path):
-    """Issue 16: the history's CSV export goes through ctviewer.deid when anonymised."""
+    """Issue 16: the history's CSV export goes through ctviewer.privacy.deid when anonymised."""
     hist.add(rec(1, path="/data/Zebedee_PIDQ8812/PIDQ8812_001.dcm", sop_instance_uid="1.2.826.0.1.3680043.9.1234"),
              time=T0)
     dest = tmp_path / "h.csv"

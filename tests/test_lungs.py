@@ -20,7 +20,7 @@ import pytest
 from ctviewer.imaging.io import load_slices
 from ctviewer.imaging.lungs import LungSegmenter, SegmenterError, default_model_dir, fill_holes, lung_mask
 from ctviewer.imaging.preprocess import PreprocessParams, crop_resize, dark_lungs, display8, lung_view, segment_chest
-from ctviewer.verdict import LUNG_MIN_FRACTION, lung_fraction
+from ctviewer.studies.verdict import LUNG_MIN_FRACTION, lung_fraction
 from training.lung_seg import dice
 
 from .synthetic import chest_png8

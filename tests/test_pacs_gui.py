@@ -119,7 +119,7 @@ def test_faults_are_shown_not_raised(qtbot, server, env):
 
 
 def test_cache_eviction_oldest_first(tmp_path, monkeypatch):
-    from ctviewer import pacs_cache
+    from ctviewer.pacs import cache as pacs_cache
 
     monkeypatch.setenv("CTVIEWER_CACHE_DIR", str(tmp_path / "c"))
     dirs = []
@@ -135,7 +135,7 @@ def test_cache_eviction_oldest_first(tmp_path, monkeypatch):
 def test_batch_review_sends_the_sr(qtbot, server, sources, env, tmp_path):  # noqa: F811
     from ctviewer.gui.batch_view import BatchWindow
     from ctviewer.pacs import DicomWebNode
-    from ctviewer.scan import scan
+    from ctviewer.studies import scan
     from ctviewer.studies import SliceResult, StudyResult
 
     by_study = studies_of(sources)
@@ -145,7 +145,7 @@ def test_batch_review_sends_the_sr(qtbot, server, sources, env, tmp_path):  # no
     study = patient.studies[0]
     slices = [SliceResult(str(f), sop_instance_uid=str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID),
                           series_uid=study.series[0].uid, p_covid=0.2, label="non-COVID") for f in by_study[study_uid]]
-    from ctviewer.verdict import study_verdict
+    from ctviewer.studies import study_verdict
 
     result = StudyResult(study, patient, slices, study_verdict(slices), "m 1", "0" * 64)
     win = BatchWindow(None, None)

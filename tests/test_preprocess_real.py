@@ -116,7 +116,7 @@ def test_wide_window_mosmed_slices_are_found_to_show_lung(SHARED_DATA):
     """MosMed's wide-window JPEGs (lungs mid-grey): taken as stored, the lung detector found lung
     in 27 % of them; standardised, in 99 % (all are axial chest slices)."""
     from ctviewer.imaging.preprocess import PreprocessParams, display8, segment_chest
-    from ctviewer.verdict import LUNG_MIN_FRACTION, lung_fraction
+    from ctviewer.studies.verdict import LUNG_MIN_FRACTION, lung_fraction
 
     files = sorted((SHARED_DATA / "foreign-dev" / "mosmed").glob("*/*.jpg"))[::5]
     assert len(files) >= 100

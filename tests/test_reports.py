@@ -130,7 +130,7 @@ def test_csv_anonymized(tmp_path, synthetic):
     dest = tmp_path / "anon.csv"
     assert write_csv([synthetic, folder], dest, anonymize=True) == 7
     rows = _read_csv(dest)
-    # issue 16: pseudonymous patient IDs, file names and UIDs (ctviewer.deid), no names
+    # issue 16: pseudonymous patient IDs, file names and UIDs (ctviewer.privacy.deid), no names
     assert all(r["patient_name"] == "" and r["patient_id"].startswith("ANON-") for r in rows)
     assert all(r["path"].startswith("img-") for r in rows) and rows[0]["path"].endswith(".dcm")
     assert rows[5]["error"] == f"{rows[5]['path']}: damaged file"
@@ -276,7 +276,7 @@ def test_sr_folder_study_and_cancelled(tmp_path):
     r = StudyResult(StudyNode(key, ()), PatientNode(key, "Smith_John"),
                     [SliceResult("/data/Smith_John/a.png", series_uid=key, p_covid=0.25, label="non-COVID")],
                     None, "", "", cancelled=True)
-    from ctviewer.deid import Deidentifier
+    from ctviewer.privacy import Deidentifier
 
     shown = Deidentifier().study_result(r)  # one export: its SR and SC share the study
     ds = pydicom.dcmread(write_sr(shown, tmp_path / "sr.dcm", anonymize=True))

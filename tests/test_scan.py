@@ -1,4 +1,4 @@
-"""Header-only scan (``ctviewer.scan``): the patient → study → series tree, refusals, order,
+"""Header-only scan (``ctviewer.studies.headers``): the patient → study → series tree, refusals, order,
 progress/cancel, and that no pixel data is ever decoded."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from ctviewer.imaging import ImagingError
 from ctviewer.imaging.series import iter_files
-from ctviewer.scan import scan
+from ctviewer.studies import scan
 
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 

@@ -1,4 +1,4 @@
-"""The study batch engine (ctviewer.study_batch): sorted slice results, lung detection,
+"""The study batch engine (ctviewer.studies.study_batch): sorted slice results, lung detection,
 refused files, the verdict, pause/resume/cancel, bounded memory, suspicious thumbnails."""
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from ctviewer import study_batch
-from ctviewer.batch import classify_files
-from ctviewer.scan import scan
-from ctviewer.study_batch import BatchControl, classify_files_to_results, classify_study, suspicious_thumbnails
+from ctviewer.studies import study_batch
+from ctviewer.studies import classify_files, scan
+from ctviewer.studies.study_batch import BatchControl, classify_files_to_results, classify_study, suspicious_thumbnails
 
 from .gui_helpers import write_ct_series
 from .model_fixtures import make_model_package

@@ -1,4 +1,4 @@
-"""Lung detection and the study-level rule (``ctviewer.verdict``); no model is loaded."""
+"""Lung detection and the study-level rule (``ctviewer.studies.verdict``); no model is loaded."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from ctviewer.imaging import load_slices
 from ctviewer.imaging.slice import Slice
 from ctviewer.studies import SliceResult
-from ctviewer.verdict import (
+from ctviewer.studies.verdict import (
     DEFAULT_CALIBRATION, LUNG_MIN_FRACTION, NO_LUNG, NOT_AXIAL, StudyCalibration, gate_reason, has_lung, is_scout,
     lung_fraction, series_gate, study_verdict,
 )
@@ -200,7 +200,7 @@ def test_lung_fraction_from_the_shared_display_image_is_the_same():
         model_input_and_box,
         segment_chest,
     )
-    from ctviewer.verdict import LUNG_WINDOW
+    from ctviewer.studies.verdict import LUNG_WINDOW
     from tests.synthetic import chest_hu
 
     params = PreprocessParams()
@@ -305,7 +305,7 @@ def test_white_lungs_are_recognised_from_their_series(SHARED_DATA):
     admitted because lung slices lie above and below it; the neck above the apex is not."""
     from dataclasses import replace
 
-    from ctviewer.study_batch import slice_position
+    from ctviewer.studies.study_batch import slice_position
     from tests.synthetic import diseased_lungs, lung_pixels
 
     series = _lung_pet_ct_series(SHARED_DATA, "2.000000-5mm-40805")
@@ -344,7 +344,7 @@ def test_bundled_card_study_calibration_is_reliable():
 def test_no_verdict_is_surer_than_the_reliability_measured_on_unseen_sources():
     """Issue 21: without a leave-one-source-out measurement in the card, no verdict says more than
     0.9; a card whose left-out reliability supports more (``max_confidence``) may say more."""
-    from ctviewer.verdict import UNMEASURED_MAX_CONFIDENCE
+    from ctviewer.studies.verdict import UNMEASURED_MAX_CONFIDENCE
 
     strong = _results(300, 0)
     v = study_verdict(strong)

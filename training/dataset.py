@@ -267,3 +267,14 @@ def decode_all(ds: LabelledSet, params: PreprocessParams, log=print) -> Decoded:
         boxes.append(box)
         keep.append(i)
     return Decoded(images, np.array(boxes, np.int64).reshape(-1, 4), np.array(keep, np.int64))
+
+
+def preprocessing_block(params: PreprocessParams) -> dict:
+    """The card's ``preprocessing``: the parameters, and for lung-only inputs the SHA-256 of the
+    lung segmenter that made them (the app refuses another: ``inference.model.check_lung_segmenter``)."""
+    block = params.to_dict()
+    if params.input == "lungs":
+        from ctviewer.imaging.lungs import default_segmenter
+
+        block["lung_segmenter_sha256"] = default_segmenter().card.sha256
+    return block

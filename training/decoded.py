@@ -86,7 +86,7 @@ def _stored(img: np.ndarray, box, crop: bool, max_box: int) -> tuple[np.ndarray,
 def save(path: str | Path, ds: LabelledSet, dec: Decoded, preprocessing: dict, block: int,
          data_dirs: list[str], max_box: int = 0) -> Path:
     """Write the decoded slices of ``ds`` (those in ``dec.keep``) to ``path``.  ``preprocessing``
-    is the card's block that made them (``fit.preprocessing_block``: parameters and segmenter)."""
+    is the card's block that made them (``dataset.preprocessing_block``: parameters and segmenter)."""
     size = int(preprocessing.get("size", 80))
     blobs, offsets, boxes = [], [0], []
     plain = dec.plain if dec.plain is not None else np.zeros((len(dec.images), size, size), np.uint8)
@@ -152,8 +152,7 @@ def load(path: str | Path, preprocessing: dict, block: int) -> tuple[LabelledSet
 def decode_folders(data_dirs: list[str], out: str | Path, params: PreprocessParams, block: int = 25,
                    max_box: int = 0, log=print) -> Path:
     """``python -m training decode``: read the folders once, as ``train`` would, and save them."""
-    from .dataset import decode_all, discover
-    from .fit import preprocessing_block
+    from .dataset import decode_all, discover, preprocessing_block
 
     ds = discover(data_dirs, block=block)
     dec = decode_all(ds, params, log=log)

@@ -35,8 +35,9 @@ import numpy as np
 from ctviewer.imaging.preprocess import PreprocessParams
 from ctviewer.inference.card import ModelCard, ModelError, sha256_file
 
+from .keras_model import KERAS_WEIGHTS
+
 ONNX_FILE = "model.onnx"
-KERAS_WEIGHTS = "model.weights.h5"
 OPSET = 17
 MAX_PARITY = 1e-4
 FEATURE_LAYER = "conv5_block3_out"

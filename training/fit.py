@@ -17,12 +17,13 @@ from ctviewer.inference.card import ModelCard, sha256_file
 
 from . import evaluate
 from .compare import SCORES, write_scores
+from .dataset import (balance_weights, decode_all, discover, exclude_from_training, positive_class,
+                      preprocessing_block, source_split)
 from .decoded import DecodedFileError, is_decoded_file
 from .decoded import load as load_decoded
-from .dataset import balance_weights, decode_all, discover, exclude_from_training, positive_class, source_split
+from .keras_model import KERAS_WEIGHTS as WEIGHTS
 from .recipes import all_layers, compile_model, make_recipe, zero_init_residuals
 
-WEIGHTS = "model.weights.h5"
 LEFT_OUT_SCORES = "scores-left-out.csv"  # a --leave-out run's scores on all of the left-out source (compare --left-out)
 SOURCE_LICENCES = {  # by data folder name: what a model trained on that source carries
     "ucsd": "UCSD-AI4H COVID-CT (Zhao et al. 2020, arXiv:2003.13865), research use",
@@ -317,17 +318,6 @@ def train(data: str | list[str], out: str, recipe_name: str = "default", seed: i
     card = export_run(out_dir)  # the app's model file: ONNX, parity with Keras measured on real slices
     log(summary_text(card))
     return card.to_dict()
-
-
-def preprocessing_block(params: PreprocessParams) -> dict:
-    """The card's ``preprocessing``: the parameters, and for lung-only inputs the SHA-256 of the
-    lung segmenter that made them (the app refuses another: ``inference.model.check_lung_segmenter``)."""
-    block = params.to_dict()
-    if params.input == "lungs":
-        from ctviewer.imaging.lungs import default_segmenter
-
-        block["lung_segmenter_sha256"] = default_segmenter().card.sha256
-    return block
 
 
 def calibrate_and_measure(clf, out_dir: Path, paths: list[str], inputs, va: np.ndarray, held_out: np.ndarray,

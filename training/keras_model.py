@@ -11,6 +11,8 @@ import numpy as np
 from ctviewer.inference.card import ModelCard
 from ctviewer.inference.model import Classifier
 
+KERAS_WEIGHTS = "model.weights.h5"  # a training run's Keras weights (the ONNX file is exported from them)
+
 
 class KerasClassifier(Classifier):
     def __init__(self, card: ModelCard, model, folder: Path):
@@ -56,7 +58,6 @@ def load_keras_run(folder: str | Path) -> KerasClassifier:
     from ctviewer.inference.card import ModelError, sha256_file
 
     from .architecture import build_model
-    from .export import KERAS_WEIGHTS
 
     folder = Path(folder)
     card = ModelCard.load(folder)

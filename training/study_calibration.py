@@ -4,7 +4,7 @@ pseudo-studies of every source and store it in the model card (``study_verdict``
 A pseudo-study is one validation group of one source (the split of ``train``: SARS-CoV-2
 blocks of 25 consecutive file numbers, UCSD papers and patients, MosMed studies), all of one
 class.  For each: k of its n slices have p(COVID) >= the card's threshold.  The app's rule
-(``ctviewer.verdict.StudyCalibration``) maps (k, n) to P(COVID study) with a logistic curve of
+(``ctviewer.studies.StudyCalibration``) maps (k, n) to P(COVID study) with a logistic curve of
 the share shrunk toward one half by ``prior`` pseudo-slices; ``prior`` (a grid) and the curve
 (logistic regression) are fitted by maximum likelihood with every source weighted equally, so
 a source with many one-slice studies does not drown the others.  Slice errors within a study
@@ -27,7 +27,7 @@ import numpy as np
 from ctviewer.inference.calibration import sigmoid
 from ctviewer.inference.card import ModelCard
 from ctviewer.inference.model import load_classifier
-from ctviewer.verdict import StudyCalibration
+from ctviewer.studies import StudyCalibration
 
 PRIORS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
 UNCERTAIN_BELOW = 0.75

@@ -15,9 +15,11 @@ import os
 import sys
 import time
 
-from PySide6.QtCore import QCoreApplication, QObject, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPalette
+from PySide6.QtCore import QCoreApplication, QObject, QSettings, QTimer, Signal
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication, QMessageBox
+
+from .theme import apply_theme
 
 ORGANIZATION, APPLICATION = "CT Viewer", "ctviewer"
 SCREENSHOT_TIMEOUT_S = 300
@@ -54,32 +56,6 @@ def configure_settings() -> None:
     folder = os.environ.get("CTVIEWER_CONFIG_DIR")
     if folder:
         QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, folder)
-
-
-def apply_theme(name: str) -> None:
-    """"system" follows the platform; "light" and "dark" use Fusion with a fixed palette."""
-    app = QApplication.instance()
-    hints = QGuiApplication.styleHints()
-    scheme = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}.get(name, Qt.ColorScheme.Unknown)
-    if hasattr(hints, "setColorScheme"):
-        hints.setColorScheme(scheme)
-    if name == "system":
-        app.setPalette(app.style().standardPalette())
-        return
-    app.setStyle("Fusion")
-    pal = app.style().standardPalette()
-    if name == "dark":
-        colours = {
-            QPalette.ColorRole.Window: "#2b2b2b", QPalette.ColorRole.WindowText: "#e6e6e6",
-            QPalette.ColorRole.Base: "#1e1e1e", QPalette.ColorRole.AlternateBase: "#2f2f2f",
-            QPalette.ColorRole.Text: "#e6e6e6", QPalette.ColorRole.Button: "#353535",
-            QPalette.ColorRole.ButtonText: "#e6e6e6", QPalette.ColorRole.Highlight: "#2d6ca2",
-            QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.ToolTipBase: "#353535",
-            QPalette.ColorRole.ToolTipText: "#e6e6e6", QPalette.ColorRole.PlaceholderText: "#8a8a8a",
-        }
-        for role, colour in colours.items():
-            pal.setColor(role, QColor(colour))
-    app.setPalette(pal)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

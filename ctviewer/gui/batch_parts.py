@@ -31,7 +31,7 @@ class BatchWorker(QThread):
 
     def __init__(self, jobs, classifier, history=None, parent=None):
         super().__init__(parent)
-        from ctviewer.study_batch import BatchControl
+        from ctviewer.studies import BatchControl
 
         self.jobs, self.classifier, self.history = list(jobs), classifier, history
         self.control = BatchControl()
@@ -39,7 +39,7 @@ class BatchWorker(QThread):
                          if uids is None or se.uid in uids)
 
     def run(self) -> None:
-        from ctviewer.study_batch import classify_study
+        from ctviewer.studies import classify_study
 
         before = 0
         for i, (patient, study, uids) in enumerate(self.jobs):
@@ -132,8 +132,7 @@ def export_anonymised_study(result: StudyResult, dest: str) -> list[tuple[str, s
     references point at the copied images.  Returns the files refused (burned-in, unreadable)."""
     from pathlib import Path
 
-    from ctviewer.anonymize import anonymize_file
-    from ctviewer.deid import BurnedInAnnotation, Deidentifier
+    from ctviewer.privacy import BurnedInAnnotation, Deidentifier, anonymize_file
     from ctviewer.reports.dicom_sr import write_sr
 
     deid = Deidentifier()
@@ -169,7 +168,7 @@ class ExportTask(QRunnable):
                 write_csv(self.results, self.dest, anonymize=self.anonymize)
             elif self.kind == "pdf":
                 from ctviewer.reports.pdf import write_pdf
-                from ctviewer.study_batch import suspicious_thumbnails
+                from ctviewer.studies.study_batch import suspicious_thumbnails
 
                 result = self.results[0]
                 thumbs = suspicious_thumbnails(result, self.classifier) if self.classifier is not None else []

@@ -328,7 +328,7 @@ class MainWindow(OpeningMixin, QMainWindow):
         self._update_tags()
 
     def set_theme(self, name: str) -> None:
-        from .app import apply_theme
+        from .theme import apply_theme
 
         self.settings.setValue("view/theme", name)
         apply_theme(name)
@@ -422,7 +422,7 @@ class MainWindow(OpeningMixin, QMainWindow):
     def study_results(self, si: int) -> tuple[list, int]:
         """The study's slices as batch review's records (``SliceResult``) with the window's
         scores and the gate's reasons, and how many are not scored yet."""
-        from ctviewer.study_batch import slice_position
+        from ctviewer.studies.study_batch import slice_position
         from ctviewer.studies import SliceResult
 
         out, pending = [], 0
@@ -459,7 +459,7 @@ class MainWindow(OpeningMixin, QMainWindow):
         if self.classifier is None:
             self.study_panel.title.setText("Study: waiting for the model")
             return
-        from ctviewer.verdict import StudyCalibration, study_verdict
+        from ctviewer.studies import StudyCalibration, study_verdict
 
         results, pending = self.study_results(si)
         verdict = study_verdict(results, threshold, StudyCalibration.from_card(self.classifier.card))

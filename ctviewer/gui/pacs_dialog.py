@@ -1,6 +1,6 @@
 """File → Open from PACS… (issue 14): nodes kept in the settings (passwords in the system
 keyring, never in the settings file or the log), a search form, the studies found, and the
-retrieval of a study into the private cache (``ctviewer.pacs_cache``) on a worker thread with
+retrieval of a study into the private cache (``ctviewer.pacs.cache``) on a worker thread with
 progress and cancel; the study then opens in the viewer or in batch review.  Network work runs
 on QThreadPool tasks; the window only receives queued signals, so a slow PACS never freezes it.
 """
@@ -306,7 +306,7 @@ class PacsDialog(QDialog):
         if not (0 <= row < len(self.rows)):
             self.status.setText("Select a study first.")
             return
-        from ctviewer import pacs_cache
+        from ctviewer.pacs import cache as pacs_cache
 
         study = self.rows[row].study_uid
         n = self.current_node()

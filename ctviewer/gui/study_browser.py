@@ -1,6 +1,6 @@
 """The study browser: a patient → study → series tree built from DICOM headers.
 
-``ScanTask`` (a QRunnable on the global pool) runs ``ctviewer.scan.scan`` —
+``ScanTask`` (a QRunnable on the global pool) runs ``ctviewer.studies.scan`` —
 headers only, never pixels — and reports files done/total through a throttled
 signal; it can be cancelled.  ``StudyBrowser`` shows the tree (slice count,
 modality, description, date, and the verdict once a study is classified), a
@@ -78,7 +78,7 @@ class ScanTask(QRunnable):
         t0 = time.perf_counter()
         result = Scanned(self.paths)
         try:
-            from ctviewer.scan import scan
+            from ctviewer.studies import scan
 
             result.patients, result.errors = scan(self.paths, progress=self._progress, cancelled=self._cancel.is_set)
         except Exception as exc:  # noqa: BLE001 - a bug must become a message, not a dead worker

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 import numpy as np
 from PySide6.QtCore import QObject, QRunnable, QThread, Signal
 
-from ctviewer.batch import Record, check_classifiable, pixel_hash
+from ctviewer.studies.batch import Record, check_classifiable, pixel_hash
 from ctviewer.imaging import ImagingError, Series, Slice, find_series
 
 
@@ -69,8 +69,8 @@ class OpenTask(QRunnable):
 def gate_series_slices(series: list[Series]) -> tuple[list[list[str]], dict]:
     """The gate over every opened series (the same as batch review's ``study_batch.gate_series``):
     per series, each slice's reason ("" = the model may judge it), and each slice's lung fraction."""
-    from ctviewer.study_batch import slice_position
-    from ctviewer.verdict import gate_reason, lung_fraction, series_gate
+    from ctviewer.studies.study_batch import slice_position
+    from ctviewer.studies.verdict import gate_reason, lung_fraction, series_gate
 
     reasons, fractions = [], {}
     for ser in series:
@@ -205,7 +205,7 @@ class InferenceThread(QThread):
                         self.explain_failed.emit(key, f"{type(exc).__name__}: {exc}")
 
     def _predict(self, items: list[tuple[str, Slice]]) -> None:
-        from ctviewer.batch import gated_input
+        from ctviewer.studies.batch import gated_input
 
         clf = self._clf
         ready, inputs = [], []

@@ -6,7 +6,7 @@ alone), pydicom and the standard library.  The writers are imported lazily
 (``from ctviewer.reports import write_pdf`` loads matplotlib only then).
 
 Anonymisation, the same in every writer (``anonymize=True``): the writer reads the
-de-identified copy of the study record (``deidentified``, ``ctviewer.deid``: DICOM PS3.15
+de-identified copy of the study record (``deidentified``, ``ctviewer.privacy.deid``: DICOM PS3.15
 Basic Profile with modified dates and clean descriptors): a pseudonymous patient ID, no
 name, birth date, sex or accession number, study/series/instance UIDs replaced consistently
 within the export (the SR's references point at the anonymised images' UIDs when the same
@@ -54,7 +54,7 @@ def deidentified(result, anonymize: bool):
     one for the whole export)."""
     if not anonymize or getattr(result, "deidentified", False):
         return result
-    from ctviewer.deid import Deidentifier
+    from ctviewer.privacy import Deidentifier
 
     return Deidentifier().study_result(result)
 

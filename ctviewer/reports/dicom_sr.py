@@ -176,7 +176,7 @@ def _base(result: StudyResult, sop_class: str, modality: str, anonymize: bool) -
     ds.PatientBirthDate = "" if anonymize else p.birth_date.replace("-", "")
     ds.PatientSex = "" if anonymize else p.sex
     if anonymize:
-        from ctviewer.deid import mark_deidentified
+        from ctviewer.privacy import mark_deidentified
 
         mark_deidentified(ds)
     st = result.study
@@ -295,7 +295,7 @@ def heatmap_rgb(image, heatmap, alpha: float = 0.6) -> np.ndarray:
 def write_heatmap_sc(result: StudyResult, thumb: Thumbnail, dest, anonymize: bool = False) -> Path:
     """Write a Secondary Capture of ``thumb`` with its heatmap burned in, in the study of ``result``."""
     if anonymize and not result.deidentified:
-        from ctviewer.deid import Deidentifier
+        from ctviewer.privacy import Deidentifier
 
         d = Deidentifier()
         result = d.study_result(result)

@@ -69,7 +69,7 @@ def write_pdf(result: StudyResult, dest, card: ModelCard, thumbnails: Sequence[T
     """Write the study report to ``dest`` (atomically) and return its path."""
     dest = Path(dest)
     if anonymize and not result.deidentified:
-        from ctviewer.deid import Deidentifier
+        from ctviewer.privacy import Deidentifier
 
         d = Deidentifier()
         result = d.study_result(result)

@@ -37,7 +37,7 @@ def node_id(address: str) -> str:
 
 
 def study_dir(address: str, study_uid: str, root: Path | None = None) -> Path:
-    from ctviewer.pacs import valid_uid
+    from .client import valid_uid
 
     if not valid_uid(study_uid):
         raise ValueError(f"{study_uid!r} is not a Study Instance UID")

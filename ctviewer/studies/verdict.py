@@ -53,10 +53,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .imaging.lungs import SegmenterError
-from .imaging.preprocess import ChestSegmentation, PreprocessParams, _components, display8, segment_chest
-from .imaging.slice import Slice
-from .studies import SliceResult, Verdict
+from ctviewer.imaging.lungs import SegmenterError
+from ctviewer.imaging.preprocess import ChestSegmentation, PreprocessParams, _components, display8, segment_chest
+from ctviewer.imaging.slice import Slice
+from .records import SliceResult, Verdict
 
 #: Lung (and airway) area as a share of the chest's convex hull below which a
 #: slice does not count as a lung slice.  Measured (docs/verdict.md): all 2118

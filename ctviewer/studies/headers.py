@@ -39,12 +39,12 @@ from typing import Callable, Iterable
 import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from .imaging.dicom import DAMAGED, NO_PIXELS, check_file_size, check_geometry, non_image_kind, dicom_text
-from .imaging.errors import ImagingError
-from .imaging.io import looks_like_dicom, sniff
-from .imaging.raster import looks_like_raster
-from .imaging.series import iter_files
-from .studies import PatientNode, SeriesNode, StudyNode
+from ctviewer.imaging.dicom import DAMAGED, NO_PIXELS, check_file_size, check_geometry, non_image_kind, dicom_text
+from ctviewer.imaging.errors import ImagingError
+from ctviewer.imaging.io import looks_like_dicom, sniff
+from ctviewer.imaging.raster import looks_like_raster
+from ctviewer.imaging.series import iter_files
+from .records import PatientNode, SeriesNode, StudyNode
 
 Progress = Callable[[int, int], None]
 Cancelled = Callable[[], bool]

@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ctviewer.batch import CLASSIFIABLE_MODALITIES, check_classifiable, prepared_batches
+from .batch import CLASSIFIABLE_MODALITIES, check_classifiable, prepared_batches
 from ctviewer.imaging import ImagingError
 from ctviewer.imaging.io import load_slices
 from ctviewer.imaging.preprocess import (
@@ -52,7 +52,7 @@ from ctviewer.imaging.preprocess import (
 )
 from ctviewer.imaging.series import head_first_normal, natural_key
 from ctviewer.inference.gradcam import slice_heatmap
-from ctviewer.studies import PatientNode, SliceResult, StudyNode, StudyResult, Thumbnail
+from .records import PatientNode, SliceResult, StudyNode, StudyResult, Thumbnail
 
 
 class BatchControl:
@@ -131,7 +131,7 @@ def slice_position(s) -> float | None:
 
 
 def _prepare(path: str, series_uid: str, params: PreprocessParams) -> _Prepared:
-    from ctviewer.verdict import LUNG_PARAMS, gate_reason, lung_fraction
+    from .verdict import LUNG_PARAMS, gate_reason, lung_fraction
 
     same_window = (params.window_center, params.window_width, params.raster_intensity) == LUNG_PARAMS
     try:
@@ -221,7 +221,7 @@ def gate_series(results: Sequence[SliceResult]) -> list[SliceResult]:
     """One series' results, sorted (``sort_results``), through ``verdict.series_gate``: a slice
     without detected lung between lung slices is admitted (its p(COVID) kept), every other
     slice with a reason loses its p(COVID) and label (``withhold``)."""
-    from ctviewer.verdict import series_gate
+    from .verdict import series_gate
 
     ordered = sort_results(results)
     ok = [r for r in ordered if not r.error]
@@ -297,7 +297,7 @@ def classify_study(
     through one pipeline; ``on_progress(done_slices, total_slices, slices_per_s)``
     is called after each batch (the total counts frames from the header scan).
     """
-    from ctviewer.verdict import StudyCalibration, study_verdict
+    from .verdict import StudyCalibration, study_verdict
 
     if series_uids is None:
         chosen = classifiable_series(study)

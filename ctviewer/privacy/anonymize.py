@@ -1,5 +1,5 @@
 """De-identified copies of whole studies (``ctviewer anonymize``, batch review's "Export
-anonymised study…"), through ``ctviewer.deid``.
+anonymised study…"), through ``ctviewer.privacy.deid``.
 
 Layout of the copy: ``DIR/<pseudonymous patient ID>/<new study UID>/<new series UID>/<pseudonym>.dcm``
 (PNG/JPEG slices: ``.../folder-<hash>/<pseudonym>.png``).  DICOM pixels are untouched (the
@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ctviewer.deid import BurnedInAnnotation, Deidentifier
+from .deid import BurnedInAnnotation, Deidentifier
 
 
 def anonymize_paths(paths: Sequence[str], dest: str | os.PathLike, key_file: str | None = None,
@@ -25,7 +25,7 @@ def anonymize_paths(paths: Sequence[str], dest: str | os.PathLike, key_file: str
                     deid: Deidentifier | None = None, cancelled: Callable[[], bool] | None = None
                     ) -> tuple[int, list[tuple[str, str]]]:
     """Copy every study under ``paths`` de-identified into ``dest``; (files written, [(path, reason)])."""
-    from ctviewer.scan import scan
+    from ctviewer.studies import scan
 
     patients, errors = scan(paths)
     refused = [(e.path or "", e.reason) for e in errors]

@@ -88,7 +88,7 @@ def gated_input(s, params: PreprocessParams, always: bool = False) -> tuple[np.n
     so that ``verdict.series_gate`` may admit one between lung slices; it shows no score for
     the others."""
     from ctviewer.imaging.preprocess import display8, input_from_display, segment_chest
-    from ctviewer.verdict import LUNG_PARAMS, gate_reason, lung_fraction
+    from .verdict import LUNG_PARAMS, gate_reason, lung_fraction
 
     img8 = display8(s, params)
     seg = segment_chest(img8)
