@@ -104,16 +104,22 @@ class _FakeModel:
     stop_training = False
 
 
-def test_time_limit_stops_after_the_epoch_whose_successor_would_not_fit(monkeypatch):
+def _time_limit(monkeypatch, start: float, limit: float, epochs: int):
+    """A ``TimeLimit`` callback on a fake model and a fake clock (the list's one item, seconds)."""
     import training.fit as fit
 
-    clock = [1000.0]
+    clock = [start]
     monkeypatch.setattr(fit.time, "time", lambda: clock[0])
     record = {}
-    cb = fit.TimeLimit(t_start=1000.0, limit=100.0, record=record)
+    cb = fit.TimeLimit(t_start=start, limit=limit, record=record)
     cb.set_model(_FakeModel())
-    cb.set_params({"epochs": 50})
+    cb.set_params({"epochs": epochs})
     cb.on_train_begin()
+    return cb, clock, record
+
+
+def test_time_limit_stops_after_the_epoch_whose_successor_would_not_fit(monkeypatch):
+    cb, clock, record = _time_limit(monkeypatch, 1000.0, 100.0, 50)
     clock[0] += 10  # 10 s per epoch: 10 + 2.5 * 10 < 100
     cb.on_epoch_end(0)
     assert not cb.model.stop_training and not record
@@ -124,15 +130,7 @@ def test_time_limit_stops_after_the_epoch_whose_successor_would_not_fit(monkeypa
 
 
 def test_time_limit_never_stops_the_last_epoch(monkeypatch):
-    import training.fit as fit
-
-    clock = [0.0]
-    monkeypatch.setattr(fit.time, "time", lambda: clock[0])
-    record = {}
-    cb = fit.TimeLimit(t_start=0.0, limit=1.0, record=record)
-    cb.set_model(_FakeModel())
-    cb.set_params({"epochs": 1})
-    cb.on_train_begin()
+    cb, clock, record = _time_limit(monkeypatch, 0.0, 1.0, 1)
     clock[0] += 50
     cb.on_epoch_end(0)
     assert not cb.model.stop_training and not record
