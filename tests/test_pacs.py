@@ -233,3 +233,39 @@ def test_malformed_answers_are_refused():
         assert node.instances("1.2.3") == []
     finally:
         httpd.shutdown()
+
+
+def test_a_port_that_is_not_one_is_refused_before_any_connection(capsys):
+    """Issue 22: port 70000 used to end in a thread traceback and a 'wrong AE title' message."""
+    assert cli.main(["pacs", "echo", "--dimse", "ORTHANC@127.0.0.1:70000"]) == 1
+    err = capsys.readouterr().err
+    assert "port 70000 is not a TCP port" in err and "Traceback" not in err
+    with pytest.raises(PacsError, match="not a TCP port"):
+        DicomWebNode("http://127.0.0.1:99999/dicom-web")
+
+
+def test_credentials_never_stay_in_a_url(capsys):
+    """Issue 22: user and password in a DICOMweb URL move to the session's authentication; the
+    URL that is shown, logged and stored has none."""
+    node = DicomWebNode("https://alice:s%40cret@pacs.example.org:8443/dicom-web/", timeout=1)
+    assert node.url == "https://pacs.example.org:8443/dicom-web"
+    assert node.session.auth == ("alice", "s@cret")
+    assert "cret" not in node.describe() and "alice" not in node.describe()
+    assert cli.main(["pacs", "echo", "--dicomweb", "http://bob:hunter2@127.0.0.1:1/dicom-web", "--timeout", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "bob" not in err and "127.0.0.1:1" in err
+
+
+def test_tls_options_hold_whatever_the_environment_says(monkeypatch):
+    """Issue 22: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's verify;
+    --insecure and --ca-bundle reach every request as given."""
+    from ctviewer.pacs import node_from_args
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    for kw, want in (({"insecure": True}, False), ({"ca_bundle": "/our/ca.pem"}, "/our/ca.pem"), ({}, True)):
+        node = node_from_args(dicomweb="https://pacs.example.org/dicom-web", **kw)
+        seen = {}
+        node._orig_request = lambda method, url, **k: seen.update(k)
+        node.session.request("GET", node.url + "/studies", verify=True)
+        assert seen["verify"] == want and seen["timeout"] == node.timeout

@@ -166,3 +166,22 @@ def test_batch_review_sends_the_sr(qtbot, server, sources, env, tmp_path):  # no
         assert "refused" in sent.args[0]
     finally:
         server.start()
+
+
+def test_saved_nodes_keep_no_credentials(env, tmp_path):
+    """Issue 22: a URL typed with user:password@ is stored without them (the user name moves to
+    its field; passwords live in the keyring only), and the settings file holds no secret."""
+    from PySide6.QtCore import QSettings
+
+    from ctviewer.gui.pacs_dialog import load_nodes, save_nodes
+
+    settings = QSettings()
+    save_nodes(settings, [{"name": "web", "kind": "dicomweb", "address": "https://carol:pa55word@pacs.example.org/dw",
+                           "user": ""},
+                          {"name": "dimse", "kind": "dimse", "address": "ORTHANC@pacs.example.org:4242", "aet": "CTV"}])
+    settings.sync()
+    nodes = {n["name"]: n for n in load_nodes(settings)}
+    assert nodes["web"]["address"] == "https://pacs.example.org/dw" and nodes["web"]["user"] == "carol"
+    assert nodes["dimse"]["address"] == "ORTHANC@pacs.example.org:4242"
+    stored = "".join(p.read_text(errors="replace") for p in (tmp_path / "config").rglob("*") if p.is_file())
+    assert "pa55word" not in stored and "pacs.example.org/dw" in stored

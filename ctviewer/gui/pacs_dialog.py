@@ -47,7 +47,20 @@ def load_nodes(settings: QSettings) -> list[dict]:
 
 
 def save_nodes(settings: QSettings, nodes: list[dict]) -> None:
-    clean = [{k: n.get(k, "") for k in ("name", "kind", "address", "aet", "user", "insecure")} for n in nodes]
+    """The nodes without secrets: a user name typed into a URL moves to ``user``, a password
+    there is dropped (passwords live in the system keyring only)."""
+    from urllib.parse import unquote, urlparse
+
+    from ctviewer.pacs.client import without_credentials
+
+    clean = []
+    for n in nodes:
+        c = {k: n.get(k, "") for k in ("name", "kind", "address", "aet", "user", "insecure")}
+        url = str(c["address"])
+        if c["kind"] == "dicomweb" and without_credentials(url) != url:
+            c["user"] = c["user"] or unquote(urlparse(url).username or "")
+            c["address"] = without_credentials(url)
+        clean.append(c)
     settings.setValue("pacs/nodes", json.dumps(clean))
 
 

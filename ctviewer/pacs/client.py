@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 log = logging.getLogger("ctviewer.pacs")
 UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
@@ -210,13 +210,32 @@ def _present(dest: Path) -> set[str]:
 # --- DICOMweb -----------------------------------------------------------------------------------
 
 
+def without_credentials(url: str) -> str:
+    """``url`` without a user name or password in it (``https://user:pw@host/`` -> ``https://host/``)."""
+    parsed = urlparse(url)
+    if parsed.username is None and parsed.password is None:
+        return url
+    host = parsed.netloc.rsplit("@", 1)[-1]
+    return urlunparse(parsed._replace(netloc=host))
+
+
 class DicomWebNode:
     def __init__(self, url: str, user: str = "", password: str = "", token: str = "", verify: bool | str = True,
                  timeout: float = 20.0):
         parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise PacsError(f"{url!r} is not an http(s) URL of a DICOMweb service")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise PacsError(f"{without_credentials(url)!r} is not an http(s) URL of a DICOMweb service")
+        try:
+            parsed.port  # noqa: B018 - raises on a port that is not one
+        except ValueError:
+            raise PacsError(f"{without_credentials(url)!r}: the port is not a TCP port (1 to 65535)") from None
+        if parsed.username is not None or parsed.password is not None:
+            # credentials never stay in a URL: it is shown, logged and stored in the settings
+            user = user or unquote(parsed.username or "")
+            password = password or unquote(parsed.password or "")
+            url = without_credentials(url)
         self.url, self.timeout = url.rstrip("/"), timeout
+        self.verify = verify
         import requests
 
         self.session = requests.Session()
@@ -234,6 +253,9 @@ class DicomWebNode:
 
     def _request(self, method, url, **kw):
         kw.setdefault("timeout", self.timeout)
+        # per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's
+        # verify, which would silently undo --ca-bundle and --insecure
+        kw["verify"] = self.verify
         return self._orig_request(method, url, **kw)
 
     def describe(self) -> str:
@@ -353,7 +375,10 @@ def parse_dimse(spec: str) -> tuple[str, str, int]:
     m = re.fullmatch(r"([^@]{1,16})@([^:]+):(\d{1,5})", spec.strip())
     if not m:
         raise PacsError(f"{spec!r} is not AET@HOST:PORT (for example ORTHANC@pacs.example.org:4242)")
-    return m.group(1), m.group(2), int(m.group(3))
+    port = int(m.group(3))
+    if not 1 <= port <= 65535:
+        raise PacsError(f"{spec!r}: port {port} is not a TCP port (1 to 65535)")
+    return m.group(1), m.group(2), port
 
 
 class DimseNode:
