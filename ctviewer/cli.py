@@ -428,16 +428,23 @@ def launch(argv: list[str]) -> int:
     return run(argv)
 
 
+def _run_command(name: str, fn, argv: list[str]) -> int:
+    """A subcommand, with the file system's refusals (an output folder that is a file, a
+    directory given for a CSV, a key file's folder that cannot be made, a full disk) said in one
+    line with the path and the reason, exit status 1, instead of a traceback."""
+    try:
+        return fn(argv)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"ctviewer {name}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "classify":
-        return classify(argv[1:])
-    if argv and argv[0] == "report":
-        return report(argv[1:])
-    if argv and argv[0] == "anonymize":
-        return anonymize(argv[1:])
-    if argv and argv[0] == "pacs":
-        return pacs(argv[1:])
+    commands = {"classify": classify, "report": report, "anonymize": anonymize, "pacs": pacs}
+    if argv and argv[0] in commands:
+        return _run_command(argv[0], commands[argv[0]], argv[1:])
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return EXIT_OK

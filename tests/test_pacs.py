@@ -269,3 +269,24 @@ def test_tls_options_hold_whatever_the_environment_says(monkeypatch):
         node._orig_request = lambda method, url, **k: seen.update(k)
         node.session.request("GET", node.url + "/studies", verify=True)
         assert seen["verify"] == want and seen["timeout"] == node.timeout
+
+
+def test_file_system_refusals_are_one_line_and_retrieved_files_are_private(server, sources, tmp_path, capsys):
+    """Issue 22: a --csv that is a folder or cannot be made, a --to that is a file, a --key whose
+    folder cannot be made: one line with the path and the reason, exit 1, no traceback. What
+    ``pacs get --to`` makes is the user's only: folder 0700, files 0600."""
+    import stat
+
+    study = next(iter(studies_of(sources)))
+    (tmp_path / "afile").write_text("x")
+    for args, where in ((["find", *web(server), "--csv", str(tmp_path)], str(tmp_path)),
+                        (["find", *web(server), "--csv", str(tmp_path / "afile" / "x.csv")], "x.csv"),
+                        (["get", *web(server), study, "--to", str(tmp_path / "afile")], "afile")):
+        assert cli.main(["pacs", *args]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and where in err.splitlines()[-1], err
+    out = tmp_path / "out"
+    assert cli.main(["pacs", "get", *web(server), study, "--to", str(out)]) == 0
+    files = list(out.rglob("*.dcm"))
+    assert files and stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}

@@ -99,7 +99,9 @@ def _begin_get(node, study_uid: str, dest: Path):
     in ``dest`` are not fetched again."""
     if not valid_uid(study_uid):
         raise PacsError(f"{study_uid!r} is not a Study Instance UID")
-    dest.mkdir(parents=True, exist_ok=True)
+    if not dest.is_dir():  # a folder made for patient data: the user's only (an existing one keeps its mode)
+        dest.mkdir(parents=True, mode=0o700)
+        os.chmod(dest, 0o700)
     listed = node.instances(study_uid)
     have = _present(dest)
     todo = [(s, u) for s, u in listed if u not in have]
@@ -179,6 +181,7 @@ def _keep(dest: Path, ds_bytes: bytes | None, ds, wanted: set[str]) -> tuple[str
                 return uid, "the object has no transfer syntax"
             ds.save_as(tmp, enforce_file_format=True)  # a Part 10 file: preamble and file meta
         pydicom.dcmread(tmp, force=True)  # what is kept parses
+        os.chmod(tmp, 0o600)  # patient data: the user's only
         os.replace(tmp, target)
     except Exception as exc:  # noqa: BLE001
         tmp.unlink(missing_ok=True)
