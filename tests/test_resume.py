@@ -31,7 +31,11 @@ def _train_in_child(*args: str) -> subprocess.CompletedProcess:
 def test_a_stopped_run_resumes_to_the_same_result_as_an_uninterrupted_one(tiny_data, tmp_path):
     """``train --resume RUN_DIR`` continues from the last finished epoch with the optimizer's
     state, the schedule's position, the data order and the dropout state of that epoch: the
-    result equals a run that was never stopped (``--stop-after`` stops one after epoch 1)."""
+    result equals a run that was never stopped (``--stop-after`` stops one after epoch 1).
+
+    It is also the determinism check (it replaced ``test_training_is_deterministic_with_a_seed``,
+    issue 23): the whole run and the stopped one are two processes with the same seed, and their
+    first epochs (history), like the resumed run's metrics and every stored weight, must be equal."""
     import h5py
 
     args = ["--data", str(tiny_data), "--epochs", "2", "--size", "32", "--block", "6", "--seed", "3",

@@ -259,6 +259,8 @@ def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
     report = (out / "report.html").read_text()
     assert report.count("data:image/png;base64") == len(PLOTS)
     assert "Per group, weakest first" in report and len(v["per_group"]) == v["n_groups"]
+    if recipe != "default":
+        return  # evaluate, compare and soup take a run of any recipe alike: checked once
 
     assert main(["evaluate", "--model", str(out), "--data", str(tiny_data), "--out", str(tmp_path / "ev")]) == 0
     printed = capsys.readouterr().out
@@ -345,24 +347,6 @@ def test_export_refuses_weights_that_are_not_the_cards(tiny_data, tmp_path):
     with pytest.raises(ModelError, match="not the weights"):
         export_run(out)
     assert first
-
-
-def test_training_is_deterministic_with_a_seed(tiny_data, tmp_path, capsys):
-    from training.cli import main
-
-    import h5py
-
-    for run in ("a", "b"):
-        main(["train", "--data", str(tiny_data), "--out", str(tmp_path / run), "--epochs", "1", "--size", "32",
-              "--block", "6", "--seed", "7", "--trunk", "tiny"])
-    cards = [ModelCard.load(tmp_path / run) for run in ("a", "b")]
-    assert cards[0].metrics == cards[1].metrics
-    assert cards[0].training["history"] == cards[1].training["history"]
-    # HDF5 stamps times into the file, so compare the stored arrays, not the bytes.
-    with h5py.File(tmp_path / "a" / "model.weights.h5") as a, h5py.File(tmp_path / "b" / "model.weights.h5") as b:
-        names = []
-        a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        assert names and all(np.array_equal(a[n][()], b[n][()]) for n in names)
 
 
 def test_bad_data_folder_is_a_clear_error(tmp_path):
@@ -454,12 +438,13 @@ def test_tables_gather_left_out_sources_and_the_replaced_model_into_the_card(tmp
     from training.cli import main
 
     rng = np.random.default_rng(0)
+    n = 40
+    y = np.r_[np.ones(n // 2, int), np.zeros(n // 2, int)]
+    p = np.clip(0.5 * y + rng.uniform(0, 0.5, n), 0, 1)
+    one = evaluate.summarise(y, p, p, np.array([f"g{i // 4}" for i in range(n)]))  # bootstrap CIs: seconds each
 
-    def metrics(n=40):
-        y = np.r_[np.ones(n // 2, int), np.zeros(n // 2, int)]
-        p = np.clip(0.5 * y + rng.uniform(0, 0.5, n), 0, 1)
-        g = np.array([f"g{i // 4}" for i in range(n)])
-        return evaluate.summarise(y, p, p, g)
+    def metrics():
+        return json.loads(json.dumps(one))  # an independent copy
 
     def card_in(folder, **metrics_):
         folder.mkdir()
