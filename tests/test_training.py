@@ -214,17 +214,40 @@ def test_per_group_table_puts_the_weakest_group_first():
 
 # --- the command line ---------------------------------------------------------------
 
-@pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["default", "seed"])
-def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys):
+def _train_cli(data, out, recipe: str) -> str:
+    """``python -m training train`` (in this process) with every recipe option set; its stderr."""
+    import contextlib
+    import io
+
     from training.cli import main
 
-    out = tmp_path / recipe
-    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--recipe", recipe,
-                 "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1", "--learning-rate", "5e-4", "--trunk", "tiny",
-                 "--mixup", "0.2", "--precise-bn", "on", "--zero-init-residual", "on", "--clipnorm", "1.0",
-                 "--raster-intensity", "none" if recipe == "seed" else "landmarks"]) == 0
-    err = capsys.readouterr().err
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["train", "--data", str(data), "--out", str(out), "--recipe", recipe,
+                     "--epochs", "2", "--size", "32", "--block", "6", "--seed", "1", "--learning-rate", "5e-4",
+                     "--trunk", "tiny", "--mixup", "0.2", "--precise-bn", "on", "--zero-init-residual", "on",
+                     "--clipnorm", "1.0", "--raster-intensity", "none" if recipe == "seed" else "landmarks"]) == 0
+    return err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def default_run(tiny_data, tmp_path_factory):
+    """One finished run of the default recipe, shared by the tests that read a run (never changed
+    by them: a test that alters files works on a copy)."""
+    out = tmp_path_factory.mktemp("default-run") / "default"
+    return out, _train_cli(tiny_data, out, "default")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["default", "seed"])
+def test_train_and_evaluate_command_lines(tiny_data, tmp_path, recipe, capsys, request):
+    from training.cli import main
+
+    if recipe == "default":
+        out, err = request.getfixturevalue("default_run")
+    else:
+        out = tmp_path / recipe
+        err = _train_cli(tiny_data, out, recipe)
     assert "epoch   1/2" in err and "validation on" in err and "accuracy" in err
     for f in (*PLOTS, "model-card.json", "model.weights.h5", "model.onnx", "report.html", "classification_report.txt"):
         assert (out / f).is_file(), f
@@ -331,14 +354,15 @@ def _gradcam_matches_gradient_tape(run):
 
 
 @pytest.mark.slow
-def test_export_refuses_weights_that_are_not_the_cards(tiny_data, tmp_path):
+def test_export_refuses_weights_that_are_not_the_cards(default_run, tmp_path):
+    import shutil
+
     from ctviewer.inference.card import ModelError
     from training.cli import main
     from training.export import export_run
 
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--size", "32",
-                 "--block", "6", "--trunk", "tiny"]) == 0
+    shutil.copytree(default_run[0], out)
     first = ModelCard.load(out).sha256
     assert main(["export", str(out)]) == 0  # again: same weights, a fresh ONNX file
     assert ModelCard.load(out).extra["onnx"]["parity"]["max_abs_delta_p"] < 1e-4
