@@ -290,3 +290,31 @@ def test_file_system_refusals_are_one_line_and_retrieved_files_are_private(serve
     files = list(out.rglob("*.dcm"))
     assert files and stat.S_IMODE(out.stat().st_mode) == 0o700
     assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}
+
+
+def test_an_instance_of_another_study_or_patient_is_refused_and_the_study_is_not_complete(tmp_path):
+    """Issue 22: a server that slips another patient's instance (or another study's) into a
+    retrieval: refused with the reason, never written into the study folder, and the retrieval
+    does not report complete. Both protocols keep what arrives through the same ``_arrived``."""
+    from ctviewer.pacs.client import GetResult, _arrived
+
+    write_ct_series(tmp_path / "a", n=3, size=32, patient="Alpha^Ann")
+    write_ct_series(tmp_path / "b", n=1, size=32, patient="Beta^Bob", seed=3)
+    ours = [pydicom.dcmread(f) for f in sorted((tmp_path / "a").glob("*.dcm"))]
+    other_study = pydicom.dcmread(next((tmp_path / "b").glob("*.dcm")))
+    study = str(ours[0].StudyInstanceUID)
+    other_patient = pydicom.dcmread(sorted((tmp_path / "a").glob("*.dcm"))[2])
+    other_patient.SOPInstanceUID = pydicom.uid.generate_uid()
+    other_patient.PatientID = "SOMEONE-ELSE"
+    dest = tmp_path / "study"
+    dest.mkdir()
+    arriving = [*ours[:2], other_study, other_patient]
+    wanted = {str(d.SOPInstanceUID) for d in arriving}
+    result = GetResult(study, expected=len(arriving))
+    for ds in arriving:
+        _arrived(ds, dest, set(), wanted, result, None)
+    assert result.received == 2 and not result.complete and result.missing == 2
+    why = dict(result.refused)
+    assert "another study" in why[str(other_study.SOPInstanceUID)]
+    assert "another patient" in why[str(other_patient.SOPInstanceUID)]
+    assert sorted(p.name for p in dest.iterdir()) == sorted(f"{d.SOPInstanceUID}.dcm" for d in ours[:2])

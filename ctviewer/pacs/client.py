@@ -65,6 +65,7 @@ class GetResult:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance UID or "?", why)
     error: str = ""  # the connection failed half-way (what arrived is kept)
     cancelled: bool = False
+    patient_id: str | None = None  # the study's Patient ID, from the first instance kept (or already here)
 
     @property
     def missing(self) -> int:
@@ -106,6 +107,7 @@ def _begin_get(node, study_uid: str, dest: Path):
     have = _present(dest)
     todo = [(s, u) for s, u in listed if u not in have]
     result = GetResult(study_uid, expected=len(listed), already=len(listed) - len(todo))
+    result.patient_id = _patient_of(dest, have)
     return listed, todo, have, {u for _s, u in todo}, result
 
 
@@ -114,7 +116,7 @@ def _arrived(ds, dest: Path, have: set[str], wanted: set[str], result: GetResult
     here (a series fetched whole) is dropped."""
     if str(getattr(ds, "SOPInstanceUID", "")) in have:
         return
-    got, why = _keep(dest, None, ds, wanted)
+    got, why = _keep(dest, None, ds, wanted, result)
     if why:
         result.refused.append((got, why))
         return
@@ -153,9 +155,23 @@ def _row_from_dataset(ds) -> StudyRow:
                     _str(ds, "StudyDescription"), _str(ds, "ModalitiesInStudy"), n)
 
 
-def _keep(dest: Path, ds_bytes: bytes | None, ds, wanted: set[str]) -> tuple[str, str]:
+def _patient_of(dest: Path, have: set[str]) -> str | None:
+    """The Patient ID of the instances already in ``dest`` (a resumed retrieval), else None."""
+    import pydicom
+
+    for uid in sorted(have)[:1]:
+        try:
+            return str(pydicom.dcmread(dest / f"{uid}.dcm", stop_before_pixels=True, force=True).get("PatientID", ""))
+        except Exception:  # noqa: BLE001 - unreadable: the next instance sets it
+            return None
+    return None
+
+
+def _keep(dest: Path, ds_bytes: bytes | None, ds, wanted: set[str], result: GetResult | None = None) -> tuple[str, str]:
     """Write one received instance (parsed and checked) as ``dest/<SOPInstanceUID>.dcm``;
-    (uid, "") or (uid or "?", why refused)."""
+    (uid, "") or (uid or "?", why refused).  With ``result``, an instance of another study than
+    the one asked for, or of another patient than the study's other instances, is refused: a
+    server's mistake (or malice) never mixes patients in a study folder."""
     import pydicom
 
     try:
@@ -168,6 +184,13 @@ def _keep(dest: Path, ds_bytes: bytes | None, ds, wanted: set[str]) -> tuple[str
         return "?", "the server sent an object without a valid SOP Instance UID"
     if wanted and uid not in wanted:
         return uid, "the server sent an object that was not asked for"
+    if result is not None:
+        study = str(ds.get("StudyInstanceUID", ""))
+        if study != result.study_uid:
+            return uid, f"the object belongs to another study ({study or 'no Study Instance UID'}), not the one asked for"
+        patient = str(ds.get("PatientID", ""))
+        if result.patient_id is not None and patient != result.patient_id:
+            return uid, "the object belongs to another patient than the study's other instances"
     short = _truncated(ds)
     if short:
         return uid, short
@@ -186,6 +209,8 @@ def _keep(dest: Path, ds_bytes: bytes | None, ds, wanted: set[str]) -> tuple[str
     except Exception as exc:  # noqa: BLE001
         tmp.unlink(missing_ok=True)
         return uid, f"could not be stored ({type(exc).__name__}: {exc})"
+    if result is not None and result.patient_id is None:
+        result.patient_id = str(ds.get("PatientID", ""))
     return uid, ""
 
 
