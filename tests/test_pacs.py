@@ -318,3 +318,36 @@ def test_an_instance_of_another_study_or_patient_is_refused_and_the_study_is_not
     assert "another study" in why[str(other_study.SOPInstanceUID)]
     assert "another patient" in why[str(other_patient.SOPInstanceUID)]
     assert sorted(p.name for p in dest.iterdir()) == sorted(f"{d.SOPInstanceUID}.dcm" for d in ours[:2])
+
+
+def test_a_flood_of_matches_or_instances_is_refused_with_one_message(server, sources, capsys):
+    """Issue 22: a search that answers more than --max-matches studies, or a study that lists
+    more than --max-instances instances, is refused in one line (exit 1), over both protocols
+    (DIMSE: the association is aborted as soon as the bound is passed)."""
+    study = next(iter(studies_of(sources)))
+    n_instances = len(studies_of(sources)[study])
+    assert n_instances >= 2
+    for node in (web(server), dimse(server)):
+        assert cli.main(["pacs", "find", *node, "--max-matches", "1"]) == 1
+        err = capsys.readouterr().err
+        assert "more than 1 matches" in err and "--max-matches" in err and "Traceback" not in err
+        assert cli.main(["pacs", "find", *node, "--max-matches", "100"]) == 0
+        capsys.readouterr()
+        assert cli.main(["pacs", "get", *node, study, "--to", "unused", "--max-instances", "1"]) == 1
+        assert "more than 1 instances in the study" in capsys.readouterr().err
+
+
+def test_a_hostile_search_answer_larger_than_the_bound_is_refused():
+    """The same bound against a server that ignores the limit it was asked for (QIDO ``limit``)."""
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), _Hostile)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        _Hostile.body = ("[" + ",".join(['{"0020000D": {"vr": "UI", "Value": ["1.2.%d"]}}' % i for i in range(50)])
+                         + "]").encode()
+        node = DicomWebNode(f"http://127.0.0.1:{httpd.server_port}/dicom-web", timeout=5, max_matches=20)
+        with pytest.raises(PacsError, match="more than 20 matches"):
+            node.find()
+        assert len(DicomWebNode(node.url, timeout=5, max_matches=50).find()) == 50
+    finally:
+        _Hostile.body = b"{not json"
+        httpd.shutdown()

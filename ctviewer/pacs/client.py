@@ -76,6 +76,18 @@ class GetResult:
         return self.expected > 0 and self.missing == 0 and not self.error
 
 
+#: Bounds on what a server may send (issue 22), raised per node by ``--max-matches`` /
+#: ``--max-instances``: a flood of matches or a study that lists millions of instances is
+#: refused with one message instead of filling memory and disk.
+MAX_MATCHES = 10_000
+MAX_INSTANCES = 20_000
+
+
+def _too_many(who: str, what: str, cap: int, flag: str) -> PacsError:
+    return PacsError(f"{who}: the server answered more than {cap:,} {what}: narrow the query, or raise the "
+                     f"bound with {flag} if that is right")
+
+
 #: Ask for the stored transfer syntax: a server that transcodes every instance (to explicit VR
 #: little endian, the default) spends most of a retrieval doing it.
 ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)
@@ -249,7 +261,8 @@ def without_credentials(url: str) -> str:
 
 class DicomWebNode:
     def __init__(self, url: str, user: str = "", password: str = "", token: str = "", verify: bool | str = True,
-                 timeout: float = 20.0):
+                 timeout: float = 20.0, max_matches: int = MAX_MATCHES, max_instances: int = MAX_INSTANCES):
+        self.max_matches, self.max_instances = max_matches, max_instances
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise PacsError(f"{without_credentials(url)!r} is not an http(s) URL of a DICOMweb service")
@@ -322,8 +335,12 @@ class DicomWebNode:
              limit: int | None = None) -> list[StudyRow]:
         filters = {k: v for k, v in (("PatientID", patient_id), ("PatientName", patient_name),
                                      ("StudyDate", study_date), ("ModalitiesInStudy", modality)) if v}
+        cap = min(limit, self.max_matches) if limit else self.max_matches
         found = self._call("the search", self.client.search_for_studies, search_filters=filters,
-                           fields=list(STUDY_FIELDS), limit=limit)  # not get_remaining: Orthanc ignores offset (endless paging)
+                           fields=list(STUDY_FIELDS), limit=cap + 1)  # not get_remaining: Orthanc ignores offset (endless paging)
+        if found and len(found) > self.max_matches:
+            raise _too_many(self.describe(), "matches", self.max_matches, "--max-matches")
+        found = found[:limit] if limit and found else found
         from pydicom.dataset import Dataset
 
         rows = []
@@ -338,7 +355,9 @@ class DicomWebNode:
         from pydicom.dataset import Dataset
 
         found = self._call("listing the study", self.client.search_for_instances, study_instance_uid=study_uid,
-                           fields=["SOPInstanceUID", "SeriesInstanceUID"])
+                           fields=["SOPInstanceUID", "SeriesInstanceUID"], limit=self.max_instances + 1)
+        if found and len(found) > self.max_instances:
+            raise _too_many(self.describe(), "instances in the study", self.max_instances, "--max-instances")
         out = []
         for item in found or []:
             ds = Dataset.from_json(item)
@@ -410,7 +429,9 @@ def parse_dimse(spec: str) -> tuple[str, str, int]:
 
 
 class DimseNode:
-    def __init__(self, spec: str, aet: str = DEFAULT_AET, timeout: float = 20.0):
+    def __init__(self, spec: str, aet: str = DEFAULT_AET, timeout: float = 20.0, max_matches: int = MAX_MATCHES,
+                 max_instances: int = MAX_INSTANCES):
+        self.max_matches, self.max_instances = max_matches, max_instances
         self.called, self.host, self.port = parse_dimse(spec)
         if not aet or len(aet) > 16:
             raise PacsError(f"our AE title {aet!r} must be 1 to 16 characters")
@@ -459,7 +480,8 @@ class DimseNode:
             raise PacsError(f"{self.describe()}: C-ECHO failed")
         return f"{self.describe()}: answers (C-ECHO as {self.aet})"
 
-    def _find(self, query) -> list:
+    def _find(self, query, cap: int, what: str, flag: str) -> list:
+        """C-FIND's matches; more than ``cap`` ends the association (abort) and is refused."""
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
         assoc = self._assoc([StudyRootQueryRetrieveInformationModelFind])
@@ -470,10 +492,14 @@ class DimseNode:
                     raise PacsError(f"{self.describe()}: the connection was lost during C-FIND")
                 if status.Status in (0xFF00, 0xFF01) and ident is not None:
                     out.append(ident)
+                    if len(out) > cap:
+                        assoc.abort()
+                        raise _too_many(self.describe(), what, cap, flag)
                 elif status.Status not in (0x0000, 0xFF00, 0xFF01):
                     raise PacsError(f"{self.describe()}: C-FIND failed (status 0x{status.Status:04X})")
         finally:
-            assoc.release()
+            if assoc.is_established:
+                assoc.release()
         return out
 
     def find(self, patient_id: str = "", patient_name: str = "", study_date: str = "", modality: str = "",
@@ -485,7 +511,8 @@ class DimseNode:
         for kw in STUDY_FIELDS:
             setattr(q, kw, "")
         q.PatientID, q.PatientName, q.StudyDate, q.ModalitiesInStudy = patient_id, patient_name, study_date, modality
-        rows = [r for r in (_row_from_dataset(d) for d in self._find(q)) if valid_uid(r.study_uid)]
+        rows = [r for r in (_row_from_dataset(d) for d in self._find(q, self.max_matches, "matches", "--max-matches"))
+                if valid_uid(r.study_uid)]
         return rows[:limit] if limit else rows
 
     def instances(self, study_uid: str) -> list[tuple[str, str]]:
@@ -495,7 +522,7 @@ class DimseNode:
         q.QueryRetrieveLevel = "IMAGE"
         q.StudyInstanceUID, q.SeriesInstanceUID, q.SOPInstanceUID = study_uid, "", ""
         out = []
-        for d in self._find(q):
+        for d in self._find(q, self.max_instances, "instances in the study", "--max-instances"):
             s, u = _str(d, "SeriesInstanceUID"), _str(d, "SOPInstanceUID")
             if valid_uid(s) and valid_uid(u):
                 out.append((s, u))
@@ -569,13 +596,16 @@ class DimseNode:
 
 def node_from_args(dicomweb: str | None = None, dimse: str | None = None, aet: str = DEFAULT_AET,
                    user: str = "", password: str = "", token: str = "", insecure: bool = False,
-                   ca_bundle: str | None = None, timeout: float = 20.0):
+                   ca_bundle: str | None = None, timeout: float = 20.0, max_matches: int = MAX_MATCHES,
+                   max_instances: int = MAX_INSTANCES):
     if bool(dicomweb) == bool(dimse):
         raise PacsError("give exactly one node: --dicomweb URL or --dimse AET@HOST:PORT")
+    if max_matches < 1 or max_instances < 1:
+        raise PacsError("--max-matches and --max-instances must be at least 1")
     if dicomweb:
         verify: bool | str = ca_bundle if ca_bundle else not insecure
-        return DicomWebNode(dicomweb, user, password, token, verify, timeout)
-    return DimseNode(dimse, aet, timeout)
+        return DicomWebNode(dicomweb, user, password, token, verify, timeout, max_matches, max_instances)
+    return DimseNode(dimse, aet, timeout, max_matches, max_instances)
 
 
 def timed(fn: Callable, *a, **kw):
