@@ -4,6 +4,7 @@ DICOMweb and DIMSE, through the command line (``ctviewer pacs``, ``ctviewer repo
 from __future__ import annotations
 
 import csv
+import functools
 import http.server
 import threading
 from pathlib import Path
@@ -259,6 +260,8 @@ def test_credentials_never_stay_in_a_url(capsys):
 def test_tls_options_hold_whatever_the_environment_says(monkeypatch):
     """Issue 22: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's verify;
     --insecure and --ca-bundle reach every request as given."""
+    import requests
+
     from ctviewer.pacs import node_from_args
 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
@@ -266,9 +269,9 @@ def test_tls_options_hold_whatever_the_environment_says(monkeypatch):
     for kw, want in (({"insecure": True}, False), ({"ca_bundle": "/our/ca.pem"}, "/our/ca.pem"), ({}, True)):
         node = node_from_args(dicomweb="https://pacs.example.org/dicom-web", **kw)
         seen = {}
-        node._orig_request = lambda method, url, **k: seen.update(k)
-        node.session.request("GET", node.url + "/studies", verify=True)
-        assert seen["verify"] == want and seen["timeout"] == node.timeout
+        node._orig_request = lambda method, url, **k: (seen.update(k), requests.models.Response())[1]
+        node.session.request("GET", node.url + "/studies", verify=True, timeout=20)
+        assert seen["verify"] == want and seen["timeout"] == node.timeout  # not dicomweb-client's own 20 s
 
 
 def test_file_system_refusals_are_one_line_and_retrieved_files_are_private(server, sources, tmp_path, capsys):
@@ -350,4 +353,98 @@ def test_a_hostile_search_answer_larger_than_the_bound_is_refused():
         assert len(DicomWebNode(node.url, timeout=5, max_matches=50).find()) == 50
     finally:
         _Hostile.body = b"{not json"
+        httpd.shutdown()
+
+
+class _Slow(http.server.BaseHTTPRequestHandler):
+    """A server that answers at once and then sends its body a byte every 0.2 s (bounded: 60 bytes)."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", "60")
+        self.end_headers()
+        import time
+
+        try:
+            for _ in range(60):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass  # the client gave up: what the test wants
+
+    def log_message(self, *a):
+        pass
+
+
+@functools.lru_cache(maxsize=1)
+def _bomb_body() -> bytes:
+    import gzip
+
+    return gzip.compress(b"[" + b" " * (256 << 20) + b"]", compresslevel=9)
+
+
+class _Bomb(http.server.BaseHTTPRequestHandler):
+    """A gzip-encoded search answer that decodes to 256 MiB from about 256 KiB."""
+
+    def do_GET(self):  # noqa: N802
+        body = _bomb_body()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except OSError:
+            pass
+
+    def log_message(self, *a):
+        pass
+
+
+def _serve(handler):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def test_a_server_that_trickles_cannot_stretch_the_timeout():
+    """Issue 22: requests' timeout holds for each read, so a byte every 0.2 s never tripped it;
+    a reply must keep MIN_RATE once it has taken longer than the timeout."""
+    import time
+
+    httpd = _serve(_Slow)
+    try:
+        node = DicomWebNode(f"http://127.0.0.1:{httpd.server_port}/dicom-web", timeout=1)
+        t0 = time.monotonic()
+        with pytest.raises(PacsError, match="too slowly"):
+            node.find()
+        assert time.monotonic() - t0 < 4  # the body alone would take 12 s
+    finally:
+        httpd.shutdown()
+
+
+def test_a_compression_bomb_is_refused_before_it_is_decoded():
+    """Issue 22: a 256 KiB gzip answer that decodes to 256 MiB (the issue's QIDO bomb cost 2.2 GB)
+    is refused once it expands past MAX_EXPANSION to 1; memory stays near the floor."""
+    import tracemalloc
+
+    from ctviewer.pacs.client import EXPANSION_FLOOR
+
+    _bomb_body()  # made before measuring: the server's memory is not the client's
+    httpd = _serve(_Bomb)
+    try:
+        node = DicomWebNode(f"http://127.0.0.1:{httpd.server_port}/dicom-web", timeout=5)
+        tracemalloc.start()
+        with pytest.raises(PacsError, match="compression bomb"):
+            node.find()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        print(f"compression bomb ({len(_bomb_body()) >> 10} KiB -> 256 MiB): refused, peak traced memory "
+              f"{peak / 2**20:.1f} MiB")
+        assert peak < 4 * EXPANSION_FLOOR, peak
+    finally:
         httpd.shutdown()

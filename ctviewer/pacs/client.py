@@ -250,6 +250,81 @@ def _present(dest: Path) -> set[str]:
 # --- DICOMweb -----------------------------------------------------------------------------------
 
 
+MAX_REPLY_BYTES = 4 << 30  # one DICOMweb reply, decoded (a whole series streamed in one answer)
+MAX_EXPANSION = 64  # decoded bytes per byte on the wire, past EXPANSION_FLOOR: a gzip/deflate bomb
+EXPANSION_FLOOR = 16 << 20
+MIN_RATE = 64 << 10  # bytes/s a reply must keep on average once it has taken longer than the timeout
+
+
+def _bounded(response, who: str, timeout: float, max_bytes: int):
+    """``response`` whose body (however it is read: ``content``, ``json()``, ``iter_content``)
+    is refused with a PacsError once it is larger than ``max_bytes`` decoded, expands more than
+    ``MAX_EXPANSION`` to 1 from what came over the wire (past ``EXPANSION_FLOOR``), or arrives
+    slower than ``timeout`` plus ``MIN_RATE`` allows: a server that sends a byte a second, a
+    compressed bomb or an endless multipart part ends in one message, within bounded memory and
+    time, instead of stretching the timeout (which requests applies to each read) without end."""
+    raw_iter = response.iter_content
+
+    def guarded(chunk_size=1, decode_unicode=False):
+        import threading
+
+        start, state = time.monotonic(), {"total": 0, "slow": False}
+        done = threading.Event()
+        slack = (chunk_size if isinstance(chunk_size, int) else 1 << 20) / MIN_RATE  # the chunk in flight
+
+        def watchdog():  # a read blocks until its chunk is full: only another thread can end it
+            while not done.wait(0.25):
+                elapsed = time.monotonic() - start
+                if elapsed > timeout + slack + state["total"] / MIN_RATE:
+                    state["slow"] = True
+                    _abort(response)
+                    return
+
+        threading.Thread(target=watchdog, name="pacs-read-deadline", daemon=True).start()
+        try:
+            try:
+                for chunk in raw_iter(chunk_size, decode_unicode):
+                    total = state["total"] = state["total"] + len(chunk)
+                    wire = getattr(response.raw, "tell", lambda: total)() or 1
+                    if total > max_bytes:
+                        raise PacsError(f"{who}: a reply larger than {max_bytes / 2**30:.1f} GiB was refused")
+                    if total > EXPANSION_FLOOR and total > MAX_EXPANSION * wire:
+                        raise PacsError(f"{who}: a reply that expands {total / wire:.0f} to 1 when decompressed was "
+                                        "refused (a compression bomb?)")
+                    if state["slow"]:
+                        break
+                    yield chunk
+            except PacsError:
+                _abort(response)
+                raise
+            except Exception:
+                if not state["slow"]:
+                    raise
+            if state["slow"]:
+                raise PacsError(f"{who}: the server sends too slowly ({state['total']} bytes in "
+                                f"{time.monotonic() - start:.0f} s); given up")
+        finally:
+            done.set()
+
+    response.iter_content = guarded
+    return response
+
+
+def _abort(response) -> None:
+    """Shut the reply's socket (unblocks a read waiting in another thread), then close it."""
+    import socket
+
+    try:
+        sock = response.raw._fp.fp.raw._sock  # http.client response -> socket file -> socket
+        sock.shutdown(socket.SHUT_RDWR)
+    except Exception:  # noqa: BLE001 - already closed, or another transport: close() is enough
+        pass
+    try:
+        response.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def without_credentials(url: str) -> str:
     """``url`` without a user name or password in it (``https://user:pw@host/`` -> ``https://host/``)."""
     parsed = urlparse(url)
@@ -263,6 +338,7 @@ class DicomWebNode:
     def __init__(self, url: str, user: str = "", password: str = "", token: str = "", verify: bool | str = True,
                  timeout: float = 20.0, max_matches: int = MAX_MATCHES, max_instances: int = MAX_INSTANCES):
         self.max_matches, self.max_instances = max_matches, max_instances
+        self.max_reply_bytes = MAX_REPLY_BYTES
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise PacsError(f"{without_credentials(url)!r} is not an http(s) URL of a DICOMweb service")
@@ -293,11 +369,13 @@ class DicomWebNode:
         self.session.request = self._request  # every call gets our timeout
 
     def _request(self, method, url, **kw):
-        kw.setdefault("timeout", self.timeout)
+        kw["timeout"] = self.timeout  # ours, also where dicomweb-client passes its own 20 s
         # per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a session's
         # verify, which would silently undo --ca-bundle and --insecure
         kw["verify"] = self.verify
-        return self._orig_request(method, url, **kw)
+        kw["stream"] = True  # the body is read through _bounded, never inside requests
+        response = self._orig_request(method, url, **kw)
+        return _bounded(response, self.describe(), self.timeout, self.max_reply_bytes)
 
     def describe(self) -> str:
         return f"DICOMweb {self.url}"
