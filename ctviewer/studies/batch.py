@@ -24,6 +24,8 @@ from ctviewer.imaging import ImagingError
 from ctviewer.imaging.io import load_slices
 from ctviewer.imaging.preprocess import PreprocessParams
 
+from .records import Outcome
+
 # DICOM modalities the model may be shown: CT, and captures/unknown that may hold CT.
 CLASSIFIABLE_MODALITIES = frozenset({"CT", "OT", "SC", ""})
 P = TypeVar("P")
@@ -31,7 +33,7 @@ COLUMNS = ("path", "frame", "sop_instance_uid", "label", "p_covid", "error", "mo
 
 
 @dataclass(frozen=True)
-class Record:
+class Record(Outcome):
     """One CSV row: a classified slice, or a file that could not be classified."""
 
     path: str
@@ -43,14 +45,6 @@ class Record:
     model: str = ""
     pixel_sha256: str = ""
     reason: str = ""  # why the gate did not let the model judge the slice (no label, no p_covid)
-
-    @property
-    def ok(self) -> bool:
-        return not self.error
-
-    @property
-    def judged(self) -> bool:
-        return not self.error and not self.reason and self.p_covid is not None
 
     def as_row(self) -> list[str]:
         return [

@@ -44,8 +44,27 @@ class PatientNode:
     studies: tuple[StudyNode, ...] = ()
 
 
+class Outcome:
+    """What a slice's record says of it (``SliceResult`` here, ``batch.Record``): it needs the
+    fields ``error``, ``reason`` and ``p_covid``."""
+
+    error: str
+    reason: str
+    p_covid: float | None
+
+    @property
+    def ok(self) -> bool:
+        """Read and gated: judged, or not judged with a ``reason``."""
+        return not self.error
+
+    @property
+    def judged(self) -> bool:
+        """The model's opinion on it may be shown: a label and p(COVID)."""
+        return not self.error and not self.reason and self.p_covid is not None
+
+
 @dataclass(frozen=True)
-class SliceResult:
+class SliceResult(Outcome):
     """One classified (or refused) slice of a batch."""
 
     path: str
@@ -60,16 +79,6 @@ class SliceResult:
     lung_fraction: float = 0.0  # share of the chest that is lung (verdict.lung_fraction)
     error: str = ""  # why the file was refused (then p_covid is None)
     reason: str = ""  # why the gate did not let the model judge it (then p_covid is None, label "")
-
-    @property
-    def ok(self) -> bool:
-        """Read and gated: judged, or not judged with a ``reason``."""
-        return not self.error
-
-    @property
-    def judged(self) -> bool:
-        """The model's opinion on it may be shown: a label and p(COVID)."""
-        return not self.error and not self.reason and self.p_covid is not None
 
 
 @dataclass(frozen=True)
