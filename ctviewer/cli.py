@@ -18,7 +18,7 @@
                                   Capture of the most suspicious slice's heatmap), and
                                   one CSV of all slices of all studies
 
-``ctviewer anonymize PATH... --to DIR [--key FILE] [--allow-burned-in]``
+``ctviewer anonymize PATH... --to DIR [--key FILE] [--allow-burned-in] [--keep-characteristics]``
                                   de-identified copies of whole studies (ctviewer.privacy.deid)
 
 ``ctviewer pacs echo|find|get (--dicomweb URL | --dimse AET@HOST:PORT) ...``
@@ -297,13 +297,17 @@ def anonymize(argv: list[str]) -> int:
                     help="keep the pseudonym secret and the mapping here (mode 0600); reuse it with 'report --key'")
     ap.add_argument("--allow-burned-in", action="store_true",
                     help="copy images whose pixels may carry text (BurnedInAnnotation YES, secondary captures)")
+    ap.add_argument("--keep-characteristics", action="store_true",
+                    help="keep the patient's age, sex, size and weight (PS3.15 Retain Patient Characteristics "
+                         "Option, recorded as code 113108); an age of 90 or more still becomes 090Y")
     a = ap.parse_args(argv)
     if not _paths_exist("ctviewer anonymize", a.paths):
         return EXIT_USAGE
-    from ctviewer.privacy import anonymize_paths
+    from ctviewer.privacy import Deidentifier, anonymize_paths
 
+    deid = Deidentifier(key_file=a.key, keep_characteristics=a.keep_characteristics)
     done, refused = anonymize_paths(a.paths, a.to, key_file=a.key, allow_burned_in=a.allow_burned_in,
-                                    progress=_Progress)
+                                    progress=_Progress, deid=deid)
     for path, reason in refused:
         print(f"ctviewer anonymize: refused {path}: {reason}", file=sys.stderr)
     if not done and not refused:

@@ -2,12 +2,15 @@
 found in the outputs of an export?
 
 ``identifying_values(sources)`` collects, from every source DICOM file (at any depth of
-sequences, private tags included), the values of the attributes DICOM PS3.15 Annex E lists:
+sequences, private tags included), the values of every attribute that PS3.15 Table E.1-1
+names (``table.action``; text of any VR but coded strings, numbers of six characters or more,
+binary values) and, besides the table:
 person names (whole and by component), IDs, dates (in the formats people write them), times,
 UIDs (not the standard's own: SOP classes, transfer syntaxes), institution, station and
 physician details, and the free-text descriptors (``deid.DESCRIPTORS``; allow-listed values
-excepted), plus the file and folder names of the sources.  ``find(values, outputs)`` searches
-the outputs: DICOM elements at any depth including private tags, the text of PDF pages
+excepted), plus the file and folder names of the sources.  The patient characteristics
+(age, sex, size, weight) count only where an age is 90 or more: they are kept under their option.
+``find(values, outputs)`` searches the outputs: the names of their files and folders, DICOM elements at any depth including private tags, the text of PDF pages
 (pypdf), CSV cells, PNG text chunks, and any other file as text.  Long values (>= 6
 characters) are found as substrings, short ones only as a whole value or word, so that "M" or
 "1" do not match everywhere.
@@ -28,7 +31,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .deid import DESCRIPTOR_ALLOW, DESCRIPTORS
+from .deid import DESCRIPTOR_ALLOW, DESCRIPTORS, coarsen_age
+from .table import CHARACTERISTICS, action
 
 ID_KEYWORDS = {
     "PatientID", "OtherPatientIDs", "IssuerOfPatientID", "AccessionNumber", "StudyID", "MedicalRecordLocator",
@@ -42,6 +46,8 @@ ID_KEYWORDS = {
 KEEP_UIDS = {"SOPClassUID", "ReferencedSOPClassUID", "MediaStorageSOPClassUID", "TransferSyntaxUID",
              "ImplementationClassUID", "CodingSchemeUID", "ContextUID", "MappingResourceUID"}
 SHORT = 6
+#: VRs whose value is text a person could be found by (for the attributes the table names).
+TEXT_VRS = frozenset({"AE", "CS", "LO", "SH", "ST", "LT", "UT", "UC", "UR", "PN", "AS"})
 #: Values that identify no one: what earlier de-identification left in the sources.
 PLACEHOLDERS = {"REMOVED", "ANONYMOUS", "ANONYMIZED", "ANONYMISED", "ANON", "NONE", "UNKNOWN", "DELETED", "NA",
                 "N/A", "NULL", "XXX", "EMPTY"}
@@ -94,8 +100,13 @@ def identifying_values(sources) -> dict[str, str]:
             values = e.value if isinstance(e.value, (list, tuple, pydicom.multival.MultiValue)) else [e.value]
             if vr == "SQ" or e.tag == 0x7FE00010:
                 continue
+            named = not e.tag.is_private and action(e.tag) is not None  # PS3.15 Table E.1-1 names it
+            if kw in CHARACTERISTICS:  # retained only under their option; an age >= 90 identifies
+                if kw == "PatientAge" and coarsen_age(e.value) != str(e.value).strip():
+                    add(e.value, kw)
+                continue
             for v in values:
-                if v is None or v == "" or isinstance(v, bytes) and e.tag.is_private is False:
+                if v is None or v == "" or isinstance(v, bytes) and not (e.tag.is_private or named):
                     continue
                 if vr == "PN":
                     add(v, kw)
@@ -111,6 +122,16 @@ def identifying_values(sources) -> dict[str, str]:
                     add(v, kw)
                 elif kw in ID_KEYWORDS or (kw in DESCRIPTORS and str(v).strip().upper() not in DESCRIPTOR_ALLOW):
                     add(v, kw)
+                elif vr in ("ST", "LT", "UT", "UC") and len(str(v).strip()) >= SHORT:  # free text, any depth
+                    add(v, kw)
+                elif kw in DESCRIPTORS:  # allow-listed: kept by the Clean Descriptors option
+                    continue
+                elif named and vr in TEXT_VRS and len(str(v).strip()) >= 3:
+                    add(v, kw)
+                elif named and vr in ("DS", "IS") and len(str(v).strip()) >= SHORT:
+                    add(v, kw)
+                elif named and isinstance(v, bytes) and len(v.strip(b"\0 ")) >= SHORT:
+                    add(v.strip(b"\0 ").decode("latin-1", "replace"), kw)
                 elif e.tag.is_private and vr in ("LO", "SH", "ST", "LT", "UT", "PN", "UN") and isinstance(v, (str, bytes)):
                     text = v.decode("latin-1", "replace") if isinstance(v, bytes) else v
                     if len(text.strip("\0 ")) >= SHORT:
@@ -162,9 +183,28 @@ def _strings(path: Path) -> list[tuple[str, str]]:
     return [("text", data.decode("utf-8", "replace"))]
 
 
+def _names(outputs) -> list[tuple[Path, str]]:
+    """(file, a name under the output) for each file's name and each folder between it and the output."""
+    out = []
+    for o in map(Path, outputs):
+        if o.is_file():
+            out.append((o, o.name))
+            continue
+        for f in sorted(o.rglob("*")):
+            if f.is_file():
+                out += [(f, part) for part in f.relative_to(o).parts]
+    return out
+
+
 def find(values: dict[str, str], outputs) -> list[Finding]:
     files = [f for o in outputs for f in ([Path(o)] if Path(o).is_file() else sorted(Path(o).rglob("*"))) if f.is_file()]
     findings = []
+    for f, name in _names(outputs):  # a file or folder named after the patient leaks as much as a tag
+        upper = name.upper()
+        tokens = set(re.split(r"[^A-Z0-9]+", upper))
+        for v, what in values.items():
+            if (len(v) >= SHORT and v.upper() in upper) or v.upper() in tokens:
+                findings.append(Finding(str(f), f"file or folder name {name!r}", v, what))
     long_values = [(v, w) for v, w in values.items() if len(v) >= SHORT]
     short_values = {v.upper(): (v, w) for v, w in values.items() if len(v) < SHORT}
     # An all-digit value (a time, a date, a number ID) counts only where it is not part of a longer

@@ -61,19 +61,63 @@ METHOD = "PS3.15 Basic Profile, Modified Dates, Clean Descriptors"
 PROFILE_CODES = (("113100", "Basic Application Confidentiality Profile"),
                  ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
                  ("113105", "Clean Descriptors Option"))
+CHARACTERISTICS_CODE = ("113108", "Retain Patient Characteristics Option")
+#: Inside a sequence whose action is D (Content Sequence, Graphic Annotation Sequence, ...): the
+#: structure stays, every free text goes, except what names a coded concept.
+CODE_KEYWORDS = frozenset({"CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning",
+                           "LongCodeValue", "URNCodeValue", "ContextIdentifier", "MappingResource",
+                           "TemplateIdentifier", "ContextGroupExtensionFlag"})
+FREE_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "UR"})
+#: Prose and names: removed wherever they are, named by the table or not (Clean Descriptors keeps
+#: only the allow-listed descriptors).
+PROSE_VRS = frozenset({"ST", "LT", "UT", "UC", "PN"})
+_DUMMY = {"DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y", "IS": "0", "DS": "0",
+          "CS": "ANONYMOUS", "AE": "ANONYMOUS"}
+_MISSING = object()
 
 
-def mark_deidentified(ds: Dataset) -> None:
-    """Patient Identity Removed, the method and its codes (113100, 113107, 113105)."""
+def mark_deidentified(ds: Dataset, keep_characteristics: bool = False) -> None:
+    """Patient Identity Removed, the method and the codes of the options applied (113100, 113107,
+    113105, and 113108 when the patient's characteristics were kept)."""
+    codes = PROFILE_CODES + ((CHARACTERISTICS_CODE,) if keep_characteristics else ())
     ds.PatientIdentityRemoved = "YES"
     ds.LongitudinalTemporalInformationModified = "MODIFIED"
-    ds.DeidentificationMethod = METHOD
+    ds.DeidentificationMethod = METHOD + (", Retain Patient Characteristics" if keep_characteristics else "")
     seq = []
-    for code, meaning in PROFILE_CODES:
+    for code, meaning in codes:
         item = Dataset()
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code, "DCM", meaning
         seq.append(item)
     ds.DeidentificationMethodCodeSequence = seq
+
+
+def coarsen_age(value) -> str:
+    """An Age String of 90 years or more becomes 090Y (PS3.15: such an age identifies)."""
+    text = str(value or "").strip()
+    if len(text) == 4 and text[:3].isdigit() and text[3] in "DWMY":
+        years = int(text[:3]) / {"D": 365.25, "W": 52.18, "M": 12, "Y": 1}[text[3]]
+        if years >= 90:
+            return "090Y"
+    return text
+
+
+def _plain(value):
+    """A value in a form that compares equal before and after a library rewrote it."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return tuple(str(v) for v in value)
+    return value if isinstance(value, (bytes, int, float)) else str(value)
+
+
+def _snapshot(ds: Dataset, path: tuple = (), out: dict | None = None) -> dict:
+    """{path: value} of every element at every depth; a path is (tag, item index, ..., tag)."""
+    out = {} if out is None else out
+    for e in ds:
+        if e.VR == "SQ":
+            for i, item in enumerate(e.value or []):
+                _snapshot(item, path + (int(e.tag), i), out)
+        elif e.tag != 0x7FE00010:
+            out[path + (int(e.tag),)] = _plain(e.value)
+    return out
 
 
 class BurnedInAnnotation(Exception):
@@ -101,7 +145,9 @@ def _clean_text(value) -> str:
 class Deidentifier:
     """One export's pseudonyms (see the module docstring)."""
 
-    def __init__(self, secret: bytes | None = None, key_file: str | os.PathLike | None = None):
+    def __init__(self, secret: bytes | None = None, key_file: str | os.PathLike | None = None,
+                 keep_characteristics: bool = False):
+        self.keep_characteristics = keep_characteristics
         self.key_file = Path(key_file) if key_file else None
         self.mapping: dict[str, dict[str, str]] = {"patients": {}, "uids": {}, "files": {}, "date_shift_days": {}}
         if secret is None and self.key_file is not None and self.key_file.exists():
@@ -190,41 +236,109 @@ class Deidentifier:
 
     # --- DICOM ---------------------------------------------------------------------------------
     def dataset(self, ds: Dataset, patient: str, allow_burned_in: bool = False) -> Dataset:
-        """De-identify ``ds`` in place (and return it): the profile through dicognito, then
-        private tags removed, descriptors cleaned, the method recorded.  Raises
-        ``BurnedInAnnotation`` for images whose pixels may show text, unless allowed."""
+        """De-identify ``ds`` in place (and return it).  Raises ``BurnedInAnnotation`` for images
+        whose pixels may show text, unless allowed.
+
+        1. dicognito: consistent pseudonyms for names, IDs and UIDs, dates and times shifted by the
+           patient's offset (the Modified Dates option);
+        2. private tags, overlays (60xx), curves (50xx) removed at every depth;
+        3. every attribute that PS3.15 Table E.1-1 names (``table.action``), at every depth, gets its
+           action: X removed; Z emptied; D a dummy; U a consistent new UID; where the table lets
+           one choose, what dicognito made of the value is kept (a pseudonym or a shifted date is a
+           dummy), otherwise it is removed or emptied; sequences whose action is D keep their
+           structure and lose every free text; the Retain Patient Characteristics option only when
+           asked (ages >= 90 coarsened); descriptors cleaned (allow-list);
+        4. an original UID that is still written inside any other value (a Retrieve URL, a text)
+           is replaced by its new UID;
+        5. the method and the options applied are recorded."""
         reason = burned_in_reason(ds)
         if reason and not allow_burned_in:
             raise BurnedInAnnotation(reason)
-        originals = {}
-        for e in ds.iterall():
-            if e.VR == "UI" and e.value and e.keyword not in ("SOPClassUID", "ReferencedSOPClassUID",
-                                                               "TransferSyntaxUID", "MediaStorageSOPClassUID"):
-                originals[str(e.value)] = True
+        originals = _snapshot(ds)
+        uids = {str(v) for k, v in originals.items() if isinstance(v, str) and _is_instance_uid(k[-1], v)}
+        uids |= {str(x) for k, v in originals.items() if isinstance(v, tuple) for x in v if _is_instance_uid(k[-1], x)}
         if not hasattr(ds, "file_meta"):
             ds.file_meta = FileMetaDataset()
+        _defuse_dates(ds)
         self._anonymizer(patient).anonymize(ds)
         ds.remove_private_tags()
-        holders = [ds]
-        for e in list(ds.iterall()):  # one pass: descriptors cleaned, the sequences' items collected
-            if e.VR == "SQ":
-                holders.extend(e.value)
-            elif e.keyword in DESCRIPTORS and e.VR in ("LO", "SH", "ST", "LT", "UT", "UC") and e.value:
-                e.value = _clean_text(e.value)
-        for holder in holders:
+        self._apply_table(ds, originals, (), patient, strip_text=False)
+        holders = [ds] + [item for e in ds.iterall() if e.VR == "SQ" for item in e.value]
+        for holder in holders:  # device identity: the Retain Device Identity Option is not claimed
             for kw in REMOVE_ALSO:
                 if kw in holder:
                     delattr(holder, kw)
         ds.PatientID = self.patient_id(patient)
         ds.PatientName = ds.PatientID
-        mark_deidentified(ds)
+        for kw in ("PatientBirthDate", "PatientBirthTime"):  # an age in disguise: never kept, even shifted
+            if kw in ds:
+                setattr(ds, kw, "")
+        self._replace_uids_in_text(ds, {u: self.uid(u, patient) for u in uids})
+        mark_deidentified(ds, self.keep_characteristics)
         if reason:
             ds.BurnedInAnnotation = "YES"
-        for uid in originals:  # record the mapping (the same derivation as dicognito's)
-            self.uid(uid, patient)
         if ds.file_meta.get("MediaStorageSOPInstanceUID") and "SOPInstanceUID" in ds:
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         return ds
+
+    def _apply_table(self, ds: Dataset, originals: dict, path: tuple, patient: str, strip_text: bool) -> None:
+        from .table import CHARACTERISTICS, action, is_overlay_or_curve
+
+        for e in list(ds):
+            tag = int(e.tag)
+            kw = e.keyword
+            if e.tag.is_private or is_overlay_or_curve(tag):
+                del ds[tag]
+                continue
+            if kw in CHARACTERISTICS and self.keep_characteristics:
+                if kw == "PatientAge" and e.value:
+                    e.value = coarsen_age(e.value)
+                continue
+            if kw in DESCRIPTORS and e.VR in FREE_TEXT_VRS:
+                if e.value:
+                    e.value = _clean_text(e.value)
+                continue
+            act = action(tag)
+            if e.VR == "SQ":
+                if act in ("X", "X/D", "X/Z", "X/Z/D"):  # removal: an emptied Type 3 sequence is invalid
+                    del ds[tag]
+                elif act in ("Z", "Z/D"):
+                    e.value = []
+                else:  # None, "X/Z/U*" (UIDs inside replaced), "D" (structure kept, no free text)
+                    for i, item in enumerate(e.value or []):
+                        self._apply_table(item, originals, path + (tag, i), patient, strip_text or act == "D")
+                continue
+            if act is None:  # not in the table: free text and person names go anyway, at any depth
+                if e.value and kw not in CODE_KEYWORDS and (e.VR in PROSE_VRS or strip_text and e.VR in FREE_TEXT_VRS):
+                    e.value = ""
+                continue
+            changed = originals.get(path + (tag,), _MISSING) != _plain(e.value)
+            if act == "X" or (act == "X/D" and not changed):
+                del ds[tag]
+            elif "U" in act or e.VR == "UI":
+                if not changed and e.value:
+                    e.value = ([self.uid(str(v), patient) for v in e.value] if e.VM > 1
+                               else self.uid(str(e.value), patient))
+            elif changed and (act != "X/Z" or e.VR in ("DA", "DT", "TM")):
+                continue  # dicognito's pseudonym, or a date moved by the patient's offset
+            elif "Z" in act:
+                e.value = b"" if e.VR in ("OB", "OW", "UN", "OF", "OD", "OL", "OV") else None if e.VR in (
+                    "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV") else ""
+            else:  # D: a dummy of the VR
+                e.value = _dummy(e.VR)
+
+    @staticmethod
+    def _replace_uids_in_text(ds: Dataset, new: dict[str, str]) -> None:
+        if not new:
+            return
+        import re
+
+        pattern = re.compile("|".join(rf"(?<![\d.]){re.escape(u)}(?![\d])" for u in sorted(new, key=len, reverse=True)))
+        for e in ds.iterall():
+            if e.VR in ("SQ", "UI") or e.tag == 0x7FE00010 or not isinstance(e.value, str) or not e.value:
+                continue
+            if pattern.search(e.value):
+                e.value = pattern.sub(lambda m: new[m.group(0)], e.value)
 
     # --- CT Viewer's records ---------------------------------------------------------------------
     def study_result(self, result):
@@ -279,6 +393,62 @@ class Deidentifier:
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.key_file)
         return self.key_file
+
+
+def _valid_datetime(vr: str, value: str) -> bool:
+    import re
+    from datetime import datetime
+
+    v = value.strip().replace(".", "") if vr == "DA" else value.strip().replace(":", "")
+    try:
+        if vr == "DA":
+            datetime.strptime(v, "%Y%m%d")
+        elif vr == "TM":
+            m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?", v)
+            return bool(m) and int(m[1]) < 24 and int(m[2] or 0) < 60 and int(m[3] or 0) < 61
+        else:
+            m = re.fullmatch(r"(\d{4}(?:\d{2}){0,5})(\.\d{1,6})?([+-]\d{4})?", v)
+            if not m:
+                return False
+            digits = m[1]
+            datetime.strptime(digits[:10], "%Y%m%d%H"[: len(digits[:10]) - 2])
+    except ValueError:
+        return False
+    return True
+
+
+def _defuse_dates(ds: Dataset) -> None:
+    """Dates and times that would stop dicognito are emptied first (they are hostile input, or
+    broken; the table empties or removes them anyway): values that are not a date, a time or a
+    date-time, and a DA whose name lacks "Date" (dicognito pairs it with itself as its time)."""
+    for e in ds.iterall():
+        if e.VR not in ("DA", "DT", "TM") or not e.value:
+            continue
+        values = list(e.value) if e.VM > 1 else [e.value]
+        if (e.VR == "DA" and "Date" not in (e.keyword or "")) or not all(
+                _valid_datetime(e.VR, str(v)) for v in values):
+            e.value = ""
+
+
+def _is_instance_uid(tag: int, value) -> bool:
+    from pydicom.datadict import keyword_for_tag
+
+    text = str(value)
+    return bool(text) and not text.startswith("1.2.840.10008.") and keyword_for_tag(tag) not in (
+        "SOPClassUID", "ReferencedSOPClassUID", "MediaStorageSOPClassUID", "TransferSyntaxUID",
+        "ReferencedSOPClassUIDInFile", "CodingSchemeUID", "ImplementationClassUID") and _looks_like_uid(text)
+
+
+def _looks_like_uid(text: str) -> bool:
+    return 8 <= len(text) <= 64 and text[0].isdigit() and all(c.isdigit() or c == "." for c in text) and "." in text
+
+
+def _dummy(vr: str):
+    if vr in ("US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"):
+        return 0
+    if vr in ("OB", "OW", "UN", "OF", "OD", "OL", "OV"):
+        return b""
+    return _DUMMY.get(vr, "ANONYMOUS")
 
 
 def _tiny(**elements) -> Dataset:
