@@ -48,7 +48,8 @@ def _marker(n: int, vr: str, study_uid: str):
         "UR": f"https://pacs.example/wado?studyUID={study_uid}&m=QZM{n:04d}",
         "DA": day.strftime("%Y%m%d"),
         "DT": day.strftime("%Y%m%d") + "101500",
-        "TM": f"{8 + n // 60 % 12:02d}{n % 60:02d}{(n * 7) % 60:02d}",
+        # minutes and seconds unique to the attribute: a time moved by whole hours never lands on another
+        "TM": f"{8 + n % 12:02d}{n // 12 % 60:02d}{n % 60:02d}",
         "UI": generate_uid(),
         "AS": "093Y",
         "DS": f"{7000 + n}.25",
