@@ -339,12 +339,15 @@ def _node_args(ap) -> None:
     ap.add_argument("--insecure", action="store_true", help="do not verify the https certificate (test servers)")
     ap.add_argument("--ca-bundle", default=None, metavar="PEM", help="verify https against this CA bundle")
     ap.add_argument("--timeout", type=float, default=20.0, help="seconds before a silent server is given up")
-    from ctviewer.pacs.client import MAX_INSTANCES, MAX_MATCHES
+    from ctviewer.pacs.client import MAX_INSTANCE_BYTES, MAX_INSTANCES, MAX_MATCHES
 
     ap.add_argument("--max-matches", type=int, default=MAX_MATCHES, metavar="N",
                     help=f"refuse a search that answers more than N studies (default {MAX_MATCHES:,})")
     ap.add_argument("--max-instances", type=int, default=MAX_INSTANCES, metavar="N",
                     help=f"refuse a study that lists more than N instances (default {MAX_INSTANCES:,})")
+    ap.add_argument("--max-instance-mb", type=int, default=MAX_INSTANCE_BYTES >> 20, metavar="MB",
+                    help=f"refuse an instance larger than MB decoded (default {MAX_INSTANCE_BYTES >> 20:,}; "
+                         "a deflated one may also expand at most 64 to 1)")
 
 
 def _node(a):
@@ -352,7 +355,7 @@ def _node(a):
 
     return node_from_args(a.dicomweb, a.dimse, a.aet, a.user, os.environ.get("CTVIEWER_PACS_PASSWORD", ""),
                           os.environ.get(a.token_env, "") if a.token_env else "", a.insecure, a.ca_bundle, a.timeout,
-                          a.max_matches, a.max_instances)
+                          a.max_matches, a.max_instances, a.max_instance_mb << 20)
 
 
 def pacs(argv: list[str]) -> int:

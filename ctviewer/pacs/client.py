@@ -21,6 +21,8 @@ import io
 import logging
 import os
 import re
+import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +83,11 @@ class GetResult:
 #: refused with one message instead of filling memory and disk.
 MAX_MATCHES = 10_000
 MAX_INSTANCES = 20_000
+#: One instance, decoded (``--max-instance-mb``): a DIMSE data set, a multipart part of a
+#: DICOMweb reply, a deflated C-STORE once inflated.
+MAX_INSTANCE_BYTES = 2 << 30
+#: Free space a retrieval leaves on the destination's disk: past it, it stops and says so.
+DISK_RESERVE = 256 << 20
 
 
 def _too_many(who: str, what: str, cap: int, flag: str) -> PacsError:
@@ -206,6 +213,17 @@ def _keep(dest: Path, ds_bytes: bytes | None, ds, wanted: set[str], result: GetR
     short = _truncated(ds)
     if short:
         return uid, short
+    need = len(ds_bytes) if ds_bytes is not None else len(ds.get("PixelData") or b"") + (1 << 16)
+    try:
+        free = shutil.disk_usage(dest).free
+    except OSError:
+        free = None
+    if free is not None and free - need < DISK_RESERVE:
+        if result is not None:
+            result.error = (f"the disk of {dest} is full ({free / 2**20:.0f} MiB free, {DISK_RESERVE >> 20} MiB kept "
+                            f"free): {result.received} instances retrieved; free some space and run the same "
+                            "command again (it resumes)")
+        return uid, "not stored: the disk is full"
     target = dest / f"{uid}.dcm"
     tmp = dest / f".{uid}.{os.getpid()}.part"
     try:
@@ -256,7 +274,7 @@ EXPANSION_FLOOR = 16 << 20
 MIN_RATE = 64 << 10  # bytes/s a reply must keep on average once it has taken longer than the timeout
 
 
-def _bounded(response, who: str, timeout: float, max_bytes: int):
+def _bounded(response, who: str, timeout: float, max_bytes: int, max_part: int = MAX_INSTANCE_BYTES):
     """``response`` whose body (however it is read: ``content``, ``json()``, ``iter_content``)
     is refused with a PacsError once it is larger than ``max_bytes`` decoded, expands more than
     ``MAX_EXPANSION`` to 1 from what came over the wire (past ``EXPANSION_FLOOR``), or arrives
@@ -264,11 +282,13 @@ def _bounded(response, who: str, timeout: float, max_bytes: int):
     compressed bomb or an endless multipart part ends in one message, within bounded memory and
     time, instead of stretching the timeout (which requests applies to each read) without end."""
     raw_iter = response.iter_content
+    boundary = re.search(r'boundary="?([^";]+)"?', response.headers.get("Content-Type", "") or "")
+    delimiter = b"--" + boundary.group(1).encode("latin-1") if boundary else None
 
     def guarded(chunk_size=1, decode_unicode=False):
         import threading
 
-        start, state = time.monotonic(), {"total": 0, "slow": False}
+        start, state = time.monotonic(), {"total": 0, "slow": False, "part": 0, "tail": b""}
         done = threading.Event()
         slack = (chunk_size if isinstance(chunk_size, int) else 1 << 20) / MIN_RATE  # the chunk in flight
 
@@ -291,6 +311,15 @@ def _bounded(response, who: str, timeout: float, max_bytes: int):
                     if total > EXPANSION_FLOOR and total > MAX_EXPANSION * wire:
                         raise PacsError(f"{who}: a reply that expands {total / wire:.0f} to 1 when decompressed was "
                                         "refused (a compression bomb?)")
+                    if delimiter is not None and isinstance(chunk, bytes):  # one multipart part = one instance
+                        seen = state["tail"] + chunk
+                        at = seen.rfind(delimiter)
+                        state["part"] = len(seen) - at - len(delimiter) if at >= 0 else state["part"] + len(chunk)
+                        state["tail"] = seen[-(len(delimiter) - 1):]
+                        if state["part"] > max_part:
+                            raise PacsError(f"{who}: a part of the reply (one instance) larger than "
+                                            f"{max_part / 2**20:.0f} MiB was refused; raise --max-instance-mb if "
+                                            "that is right")
                     if state["slow"]:
                         break
                     yield chunk
@@ -336,8 +365,10 @@ def without_credentials(url: str) -> str:
 
 class DicomWebNode:
     def __init__(self, url: str, user: str = "", password: str = "", token: str = "", verify: bool | str = True,
-                 timeout: float = 20.0, max_matches: int = MAX_MATCHES, max_instances: int = MAX_INSTANCES):
+                 timeout: float = 20.0, max_matches: int = MAX_MATCHES, max_instances: int = MAX_INSTANCES,
+                 max_instance_bytes: int = MAX_INSTANCE_BYTES):
         self.max_matches, self.max_instances = max_matches, max_instances
+        self.max_instance_bytes = max_instance_bytes
         self.max_reply_bytes = MAX_REPLY_BYTES
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -375,7 +406,7 @@ class DicomWebNode:
         kw["verify"] = self.verify
         kw["stream"] = True  # the body is read through _bounded, never inside requests
         response = self._orig_request(method, url, **kw)
-        return _bounded(response, self.describe(), self.timeout, self.max_reply_bytes)
+        return _bounded(response, self.describe(), self.timeout, self.max_reply_bytes, self.max_instance_bytes)
 
     def describe(self) -> str:
         return f"DICOMweb {self.url}"
@@ -460,11 +491,15 @@ class DicomWebNode:
                                         media_types=ANY_TRANSFER_SYNTAX) for uid in uids)
                 for ds in items:
                     _arrived(ds, dest, have, wanted, result, progress)
+                    if result.error:
+                        break
                     if cancelled and cancelled():
                         result.cancelled = True
                         break
             except PacsError as exc:
                 result.error = str(exc)
+                break
+            if result.error:
                 break
         return _shortfall(result, self.describe())
 
@@ -496,6 +531,48 @@ class DicomWebNode:
 # --- DIMSE ---------------------------------------------------------------------------------------
 
 
+def _abort_dimse(assoc) -> None:
+    """Abort the association and wake the thread that waits for its next DIMSE message (pynetdicom
+    waits up to the DIMSE timeout for a message an aborted association will never deliver)."""
+    try:
+        assoc.abort()
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+    try:
+        assoc.dimse.msg_queue.put((None, None))
+    except Exception:  # noqa: BLE001 - another pynetdicom: the DIMSE timeout still ends the wait
+        pass
+
+
+def _too_big(transfer_syntax, raw, wire: int, limit: int) -> str:
+    """Why a received C-STORE data set is refused before it is decoded ("" when it is not): larger
+    than ``limit``, or deflated and expanding past ``limit`` or ``MAX_EXPANSION`` to 1 (past
+    ``EXPANSION_FLOOR``), measured by inflating it in bounded steps, never whole."""
+    import zlib
+
+    if wire > limit:
+        return f"an instance larger than {limit / 2**20:.0f} MiB was refused; raise --max-instance-mb if that is right"
+    if str(transfer_syntax) != "1.2.840.10008.1.2.1.99" or not hasattr(raw, "getbuffer"):
+        return ""
+    cap = min(limit, max(EXPANSION_FLOOR, MAX_EXPANSION * wire))
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    view = raw.getbuffer()
+    try:
+        for i in range(0, len(view), 1 << 16):
+            data = bytes(view[i:i + (1 << 16)])
+            while data:
+                total += len(inflater.decompress(data, 1 << 20))
+                if total > cap:
+                    return (f"a deflated instance that expands to more than {cap / 2**20:.0f} MiB from "
+                            f"{wire / 2**10:.0f} KiB was refused (a compression bomb?)")
+                data = inflater.unconsumed_tail
+    except zlib.error:
+        return "a deflated instance that does not inflate was refused"
+    finally:
+        del view
+    return ""
+
+
 def parse_dimse(spec: str) -> tuple[str, str, int]:
     m = re.fullmatch(r"([^@]{1,16})@([^:]+):(\d{1,5})", spec.strip())
     if not m:
@@ -508,8 +585,9 @@ def parse_dimse(spec: str) -> tuple[str, str, int]:
 
 class DimseNode:
     def __init__(self, spec: str, aet: str = DEFAULT_AET, timeout: float = 20.0, max_matches: int = MAX_MATCHES,
-                 max_instances: int = MAX_INSTANCES):
+                 max_instances: int = MAX_INSTANCES, max_instance_bytes: int = MAX_INSTANCE_BYTES):
         self.max_matches, self.max_instances = max_matches, max_instances
+        self.max_instance_bytes = max_instance_bytes
         self.called, self.host, self.port = parse_dimse(spec)
         if not aet or len(aet) > 16:
             raise PacsError(f"our AE title {aet!r} must be 1 to 16 characters")
@@ -613,10 +691,25 @@ class DimseNode:
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
 
         listed, todo, have, wanted, result = _begin_get(self, study_uid, dest)
+        state = {"bytes": 0, "start": time.monotonic(), "stop": None}
 
         def on_store(event):
-            ds = event.dataset
-            ds.file_meta = event.file_meta
+            if result.error or result.cancelled or state["stop"]:
+                return 0xA700  # out of resources: the retrieval is ending
+            raw = event.request.DataSet
+            wire = raw.getbuffer().nbytes if hasattr(raw, "getbuffer") else 0
+            uid = str(event.request.AffectedSOPInstanceUID or "?")
+            why = _too_big(event.context.transfer_syntax, raw, wire, self.max_instance_bytes)
+            if why:
+                result.refused.append((uid, why))
+                return 0xA700
+            state["bytes"] += wire
+            try:
+                ds = event.dataset
+                ds.file_meta = event.file_meta
+            except Exception as exc:  # noqa: BLE001 - a hostile data set is refused, not trusted
+                result.refused.append((uid, f"not a readable DICOM object ({type(exc).__name__})"))
+                return 0xC210
             _arrived(ds, dest, have, wanted, result, progress)
             return 0x0000
 
@@ -626,11 +719,34 @@ class DimseNode:
         if not todo:
             return result
         assoc = self._assoc(contexts + storage, ext=roles, handlers=[(evt.EVT_C_STORE, on_store)])
+        done = threading.Event()
+        current = {"msg_id": 0}
+
+        def watch():
+            """Cancel within 2 s (C-CANCEL, then abort after 1 s), and a deadline a slow server
+            cannot stretch: each C-GET may take the timeout plus the bytes received at MIN_RATE."""
+            while not done.wait(0.1):
+                if cancelled and cancelled() or result.error:
+                    state["stop"] = "cancel" if not result.error else "error"
+                    try:
+                        assoc.send_c_cancel(current["msg_id"], query_model=StudyRootQueryRetrieveInformationModelGet)
+                    except Exception:  # noqa: BLE001 - the association may be gone already
+                        pass
+                    if not done.wait(1.0):
+                        _abort_dimse(assoc)
+                    return
+                if time.monotonic() - state["start"] > self.timeout + state["bytes"] / MIN_RATE:
+                    state["stop"] = "slow"
+                    _abort_dimse(assoc)
+                    return
+
+        watcher = threading.Thread(target=watch, name="pacs-dimse-watch", daemon=True)
+        watcher.start()
         try:
             requests = []
             for series, uids, whole in plan(listed, todo):
                 requests += [(series, None)] if whole else [(series, u) for u in uids]
-            for series, uid in requests:
+            for msg_id, (series, uid) in enumerate(requests, start=1):
                 if cancelled and cancelled():
                     result.cancelled = True
                     break
@@ -639,16 +755,24 @@ class DimseNode:
                 q.StudyInstanceUID, q.SeriesInstanceUID = study_uid, series
                 if uid is not None:
                     q.SOPInstanceUID = uid
-                for status, _ident in assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet):
+                current["msg_id"], state["start"], state["bytes"] = msg_id, time.monotonic(), 0
+                for status, _ident in assoc.send_c_get(q, StudyRootQueryRetrieveInformationModelGet, msg_id=msg_id):
                     if status is None:
-                        result.error = f"{self.describe()}: the connection was lost during C-GET"
                         break
-                if result.error or not assoc.is_established:
-                    result.error = result.error or f"{self.describe()}: the connection was lost during C-GET"
+                if state["stop"] or result.error or not assoc.is_established:
                     break
         finally:
+            done.set()
+            watcher.join(timeout=2)
             if assoc.is_established:
                 assoc.release()
+        if state["stop"] == "cancel":
+            result.cancelled = True
+        elif state["stop"] == "slow":
+            result.error = (f"{self.describe()}: the server sends too slowly (a C-GET took longer than "
+                            f"{self.timeout:g} s plus {MIN_RATE >> 10} KiB/s); given up")
+        elif not result.error and not result.cancelled and not assoc.is_established and result.missing:
+            result.error = f"{self.describe()}: the connection was lost during C-GET"
         return _shortfall(result, self.describe())
 
     def store(self, paths: Sequence[str]) -> list[str]:
@@ -675,15 +799,16 @@ class DimseNode:
 def node_from_args(dicomweb: str | None = None, dimse: str | None = None, aet: str = DEFAULT_AET,
                    user: str = "", password: str = "", token: str = "", insecure: bool = False,
                    ca_bundle: str | None = None, timeout: float = 20.0, max_matches: int = MAX_MATCHES,
-                   max_instances: int = MAX_INSTANCES):
+                   max_instances: int = MAX_INSTANCES, max_instance_bytes: int = MAX_INSTANCE_BYTES):
     if bool(dicomweb) == bool(dimse):
         raise PacsError("give exactly one node: --dicomweb URL or --dimse AET@HOST:PORT")
-    if max_matches < 1 or max_instances < 1:
-        raise PacsError("--max-matches and --max-instances must be at least 1")
+    if max_matches < 1 or max_instances < 1 or max_instance_bytes < 1:
+        raise PacsError("--max-matches, --max-instances and --max-instance-mb must be at least 1")
     if dicomweb:
         verify: bool | str = ca_bundle if ca_bundle else not insecure
-        return DicomWebNode(dicomweb, user, password, token, verify, timeout, max_matches, max_instances)
-    return DimseNode(dimse, aet, timeout, max_matches, max_instances)
+        return DicomWebNode(dicomweb, user, password, token, verify, timeout, max_matches, max_instances,
+                            max_instance_bytes)
+    return DimseNode(dimse, aet, timeout, max_matches, max_instances, max_instance_bytes)
 
 
 def timed(fn: Callable, *a, **kw):
