@@ -4,6 +4,7 @@
 #   ./dev.sh run  [ARGS...]   launch CT Viewer
 #   ./dev.sh test [PYTEST ARGS...]   run the whole test suite (headless)
 #   ./dev.sh bundle           build the one-folder PyInstaller bundle dist/ctviewer/ (build.spec)
+#   ./dev.sh fuzz [SECONDS]   fuzz the DICOM reader, the scanner and the PACS replies (60 s each)
 #   ./dev.sh desktop          install a menu entry (and the DICOM file association) for the bundle
 set -eu
 cd "$(dirname "$0")"
@@ -49,6 +50,31 @@ case "$cmd" in
         verify env QT_QPA_PLATFORM=offscreen dist/ctviewer/ctviewer --self-test
         echo "$built, complete: no training framework, Qt's xcb plugin finds its libraries in the bundle," \
             "--self-test passed" >&2 ;;
+    fuzz)
+        # Coverage-guided fuzzing (atheris/libFuzzer) of the DICOM reader, the series/DICOMDIR
+        # scanner and the PACS reply parsers, SECONDS each (default 60), seeded from
+        # ../shared/data/dicom and tests/fuzz/regressions; a crash fails and keeps its input.
+        secs=${1:-60}
+        work=$(mktemp -d "${TMPDIR:-/tmp}/ctviewer-fuzz.XXXXXX")
+        "$VENV/bin/python" -m tests.fuzz seeds "$work/seeds" >&2
+        status=0
+        for t in dicom_reader series_scanner pacs_replies; do
+            mkdir -p "$work/$t"
+            cp "$work/seeds/"* "$work/$t/"
+            cp tests/fuzz/regressions/$t/* "$work/$t/" 2>/dev/null || true
+            if "$VENV/bin/python" -m tests.fuzz "$t" -max_total_time="$secs" -max_len=65536 -timeout=30 \
+                    -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix="$work/crash-$t-" "$work/$t" \
+                    >"$work/$t.log" 2>&1; then
+                runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/$t.log" | grep -o '[0-9]*$')
+                echo "fuzz $t: ${runs:-?} executions in ${secs} s, no crash" >&2
+            else
+                status=1
+                echo "fuzz $t: CRASH (log $work/$t.log; input kept as $work/crash-$t-*):" >&2
+                grep -A12 'Uncaught Python exception\|ERROR: libFuzzer' "$work/$t.log" | head -n 20 >&2
+            fi
+        done
+        [ "$status" = 0 ] && rm -rf "$work"
+        exit $status ;;
     desktop)
         exe="$(pwd)/dist/ctviewer/ctviewer"
         [ -x "$exe" ] || { echo "no bundle at $exe: run ./dev.sh bundle first" >&2; exit 1; }

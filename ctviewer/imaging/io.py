@@ -86,6 +86,8 @@ def sniff(path: str) -> bytes:
         raise ImagingError(path, "is a folder, not a file") from None
     except OSError as exc:
         raise ImagingError(path, f"cannot read the file ({exc.strerror or exc})") from None
+    except ValueError as exc:  # a name with a NUL byte (a hostile DICOMDIR's reference)
+        raise ImagingError(repr(str(path)), f"not a valid file name ({exc})") from None
 
 
 def load_slices(path: str | os.PathLike) -> list[Slice]:

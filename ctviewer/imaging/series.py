@@ -108,6 +108,8 @@ def _file_ids(ds: pydicom.Dataset) -> list[list[str]]:
             continue
         parts = [file_id] if isinstance(file_id, str) else [str(p) for p in file_id]
         parts = [p.strip() for p in parts if p.strip() not in ("", ".", "..")]
+        if any("\0" in p or "/" in p or "\\" in p for p in parts):
+            continue  # not a File ID (a hostile DICOMDIR: found by fuzzing, a NUL in a component)
         if parts:
             ids.append(parts)
     return ids

@@ -433,8 +433,21 @@ class DicomWebNode:
             if code == 404:
                 raise PacsError(f"{self.describe()}: not found (HTTP 404): is this the DICOMweb root?") from None
             raise PacsError(f"{self.describe()}: {what} failed (HTTP {code})") from None
-        except ValueError as exc:  # malformed JSON or multipart
-            raise PacsError(f"{self.describe()}: the server's answer to {what} is malformed ({exc})") from None
+        except (PacsError, StopIteration):
+            raise
+        except Exception as exc:  # noqa: BLE001 - malformed JSON, multipart or DICOM: the server's bytes
+            # (found by fuzzing: a part that is not DICOM raised pydicom's InvalidDicomError)
+            raise PacsError(f"{self.describe()}: the server's answer to {what} is malformed "
+                            f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+    def _json_list(self, found, what: str) -> list:
+        """A QIDO answer must be a list of objects (found by fuzzing: a bare number was a TypeError)."""
+        if found is None:
+            return []
+        if not isinstance(found, list) or not all(isinstance(x, dict) for x in found):
+            raise PacsError(f"{self.describe()}: the server's answer to {what} is malformed (not a list of "
+                            "DICOM JSON objects)")
+        return found
 
     def echo(self) -> str:
         self._call("the connection check", self.client.search_for_studies, limit=1)
@@ -445,8 +458,9 @@ class DicomWebNode:
         filters = {k: v for k, v in (("PatientID", patient_id), ("PatientName", patient_name),
                                      ("StudyDate", study_date), ("ModalitiesInStudy", modality)) if v}
         cap = min(limit, self.max_matches) if limit else self.max_matches
-        found = self._call("the search", self.client.search_for_studies, search_filters=filters,
-                           fields=list(STUDY_FIELDS), limit=cap + 1)  # not get_remaining: Orthanc ignores offset (endless paging)
+        found = self._json_list(self._call("the search", self.client.search_for_studies, search_filters=filters,
+                                           fields=list(STUDY_FIELDS), limit=cap + 1), "the search")
+        # (not get_remaining: Orthanc ignores offset, which made dicomweb-client page forever)
         if found and len(found) > self.max_matches:
             raise _too_many(self.describe(), "matches", self.max_matches, "--max-matches")
         found = found[:limit] if limit and found else found
@@ -463,14 +477,19 @@ class DicomWebNode:
     def instances(self, study_uid: str) -> list[tuple[str, str]]:
         from pydicom.dataset import Dataset
 
-        found = self._call("listing the study", self.client.search_for_instances, study_instance_uid=study_uid,
-                           fields=["SOPInstanceUID", "SeriesInstanceUID"], limit=self.max_instances + 1)
+        found = self._json_list(self._call("listing the study", self.client.search_for_instances,
+                                           study_instance_uid=study_uid, fields=["SOPInstanceUID", "SeriesInstanceUID"],
+                                           limit=self.max_instances + 1), "listing the study")
         if found and len(found) > self.max_instances:
             raise _too_many(self.describe(), "instances in the study", self.max_instances, "--max-instances")
         out = []
         for item in found or []:
-            ds = Dataset.from_json(item)
-            uid, series = _str(ds, "SOPInstanceUID"), _str(ds, "SeriesInstanceUID")
+            try:
+                ds = Dataset.from_json(item)
+                uid, series = _str(ds, "SOPInstanceUID"), _str(ds, "SeriesInstanceUID")
+            except Exception as exc:  # noqa: BLE001 - a malformed answer (found by fuzzing: a number, not an object)
+                raise PacsError(f"{self.describe()}: a malformed instance in the study's listing "
+                                f"({type(exc).__name__})") from None
             if valid_uid(uid) and valid_uid(series):
                 out.append((series, uid))
         return out
@@ -529,6 +548,26 @@ class DicomWebNode:
 
 
 # --- DIMSE ---------------------------------------------------------------------------------------
+
+
+def received_c_store(raw, transfer_syntax, uid, decode: Callable, file_meta: Callable, limit: int, dest: Path,
+                     have: set[str], wanted: set[str], result: GetResult, progress=None) -> int:
+    """One C-STORE received during C-GET: measured before it is decoded (``_too_big``), decoded,
+    checked and kept (``_arrived``), or refused with the reason; the status to answer."""
+    wire = raw.getbuffer().nbytes if hasattr(raw, "getbuffer") else 0
+    uid = str(uid or "?")
+    why = _too_big(transfer_syntax, raw, wire, limit)
+    if why:
+        result.refused.append((uid, why))
+        return 0xA700
+    try:
+        ds = decode()
+        ds.file_meta = file_meta()
+    except Exception as exc:  # noqa: BLE001 - a hostile data set is refused, not trusted
+        result.refused.append((uid, f"not a readable DICOM object ({type(exc).__name__})"))
+        return 0xC210
+    _arrived(ds, dest, have, wanted, result, progress)
+    return 0x0000
 
 
 def _abort_dimse(assoc) -> None:
@@ -697,21 +736,10 @@ class DimseNode:
             if result.error or result.cancelled or state["stop"]:
                 return 0xA700  # out of resources: the retrieval is ending
             raw = event.request.DataSet
-            wire = raw.getbuffer().nbytes if hasattr(raw, "getbuffer") else 0
-            uid = str(event.request.AffectedSOPInstanceUID or "?")
-            why = _too_big(event.context.transfer_syntax, raw, wire, self.max_instance_bytes)
-            if why:
-                result.refused.append((uid, why))
-                return 0xA700
-            state["bytes"] += wire
-            try:
-                ds = event.dataset
-                ds.file_meta = event.file_meta
-            except Exception as exc:  # noqa: BLE001 - a hostile data set is refused, not trusted
-                result.refused.append((uid, f"not a readable DICOM object ({type(exc).__name__})"))
-                return 0xC210
-            _arrived(ds, dest, have, wanted, result, progress)
-            return 0x0000
+            state["bytes"] += raw.getbuffer().nbytes if hasattr(raw, "getbuffer") else 0
+            return received_c_store(raw, event.context.transfer_syntax, event.request.AffectedSOPInstanceUID,
+                                    lambda: event.dataset, lambda: event.file_meta, self.max_instance_bytes,
+                                    dest, have, wanted, result, progress)
 
         contexts = [StudyRootQueryRetrieveInformationModelGet]
         storage = [c.abstract_syntax for c in StoragePresentationContexts][:127]
