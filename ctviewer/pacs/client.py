@@ -133,9 +133,12 @@ def _begin_get(node, study_uid: str, dest: Path):
 def _arrived(ds, dest: Path, have: set[str], wanted: set[str], result: GetResult, progress) -> None:
     """One received instance: kept (and counted) or refused with the reason; an instance already
     here (a series fetched whole) is dropped."""
-    if str(getattr(ds, "SOPInstanceUID", "")) in have:
-        return
-    got, why = _keep(dest, None, ds, wanted, result)
+    try:
+        if str(getattr(ds, "SOPInstanceUID", "")) in have:
+            return
+        got, why = _keep(dest, None, ds, wanted, result)
+    except Exception as exc:  # noqa: BLE001 - pydicom parses lazily: a hostile element fails when read
+        got, why = "?", f"not a readable DICOM object ({type(exc).__name__})"  # (found by fuzzing)
     if why:
         result.refused.append((got, why))
         return
@@ -196,6 +199,8 @@ def _keep(dest: Path, ds_bytes: bytes | None, ds, wanted: set[str], result: GetR
     try:
         if ds is None:
             ds = pydicom.dcmread(io.BytesIO(ds_bytes), force=True)
+        for _element in ds.iterall():  # every element decoded now: pydicom defers it to first use
+            pass
         uid = str(ds.get("SOPInstanceUID", ""))
     except Exception as exc:  # noqa: BLE001 - a hostile answer is refused, not trusted
         return "?", f"not a readable DICOM object ({type(exc).__name__})"
