@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+from pathlib import Path
 import sys
 import time
 
@@ -302,6 +303,10 @@ def anonymize(argv: list[str]) -> int:
                          "Option, recorded as code 113108); an age of 90 or more still becomes 090Y")
     a = ap.parse_args(argv)
     if not _paths_exist("ctviewer anonymize", a.paths):
+        return EXIT_USAGE
+    if a.key and Path(os.path.abspath(a.key)).is_relative_to(os.path.abspath(a.to)):
+        print(f"ctviewer anonymize: the key {a.key} would be written inside {a.to}, the folder to share: "
+              "it re-identifies every patient; keep it elsewhere", file=sys.stderr)
         return EXIT_USAGE
     from ctviewer.privacy import Deidentifier, anonymize_paths
 

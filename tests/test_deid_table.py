@@ -253,3 +253,32 @@ def test_broken_dates_are_emptied_not_fatal():
     assert ds.get("AcquisitionDateTime", "") == "" and ds.get(0x00720061).value in ("", None)
     assert ds.SeriesDate not in ("", "20190317") and ds.SeriesTime != "134733.25"  # moved, as usual
     assert ds.PatientID.startswith("ANON-")
+
+
+def test_the_key_is_never_written_into_the_folder_to_share(marked, tmp_path, capsys):
+    """Issue 22: ``--key`` inside ``--to`` is refused before anything is written; the key file
+    goes through an unpredictable, exclusively created temporary name and ends 0600."""
+    import os
+    import stat
+
+    path, _markers = marked
+    out = tmp_path / "share"
+    assert cli.main(["anonymize", str(path.parent), "--to", str(out), "--key", str(out / "key.json")]) == 2
+    assert "folder to share" in capsys.readouterr().err and not out.exists()
+    key = tmp_path / "private" / "key.json"
+    seen = []
+    real_mkstemp = __import__("tempfile").mkstemp
+
+    def spy(*a, **kw):
+        fd, name = real_mkstemp(*a, **kw)
+        seen.append(name)
+        return fd, name
+
+    import tempfile
+    tempfile.mkstemp = spy
+    try:
+        assert cli.main(["anonymize", str(path.parent), "--to", str(out), "--key", str(key)]) == 0
+    finally:
+        tempfile.mkstemp = real_mkstemp
+    assert seen and str(os.getpid()) not in Path(seen[0]).name and not Path(seen[0]).exists()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600

@@ -185,3 +185,31 @@ def test_saved_nodes_keep_no_credentials(env, tmp_path):
     assert nodes["dimse"]["address"] == "ORTHANC@pacs.example.org:4242"
     stored = "".join(p.read_text(errors="replace") for p in (tmp_path / "config").rglob("*") if p.is_file())
     assert "pa55word" not in stored and "pacs.example.org/dw" in stored
+
+
+def test_the_password_typed_now_is_sent_not_the_keyrings_old_one(qtbot, env, monkeypatch):
+    """Issue 22: the keyring held an old password; the user types a new one and searches: the
+    node is made with the new one (it used to send the keyring's)."""
+    from ctviewer.gui import pacs_dialog
+    from ctviewer.gui.pacs_dialog import KEYRING_SERVICE, PacsDialog
+
+    env.set_password(KEYRING_SERVICE, "web", "old-password")
+    made = []
+    monkeypatch.setattr(pacs_dialog, "make_node", lambda n, timeout=20.0, password=None: made.append(password) or
+                        (_ for _ in ()).throw(pacs_dialog_error()))
+    dlg = PacsDialog()
+    qtbot.addWidget(dlg)
+    dlg.name.setText("web")
+    dlg.address.setText("https://pacs.example.org/dw")
+    dlg.user.setText("carol")
+    dlg.password.setText("new-password")
+    with qtbot.waitSignal(dlg.failed, timeout=10_000):
+        dlg.echo()
+    assert made == ["new-password"]
+    assert pacs_dialog.get_password("web") == "new-password"  # this session: the typed one wins
+
+
+def pacs_dialog_error():
+    from ctviewer.pacs import PacsError
+
+    return PacsError("stopped by the test")

@@ -68,7 +68,8 @@ def get_password(name: str) -> str:
     try:
         import keyring
 
-        return keyring.get_password(KEYRING_SERVICE, name) or _session_passwords.get(name, "")
+        # what was typed in this session first: the keyring may still hold an old password
+        return _session_passwords.get(name) or keyring.get_password(KEYRING_SERVICE, name) or ""
     except Exception:  # noqa: BLE001 - no keyring backend on this system
         return _session_passwords.get(name, "")
 
@@ -85,13 +86,15 @@ def set_password(name: str, password: str) -> bool:
         return False
 
 
-def make_node(n: dict, timeout: float = 20.0):
+def make_node(n: dict, timeout: float = 20.0, password: str | None = None):
+    """The node of a settings entry; ``password``: what the user typed (else the keyring's)."""
     from ctviewer.pacs import DicomWebNode, DimseNode
 
     if n.get("kind") == "dimse":
         return DimseNode(n["address"], n.get("aet") or "CTVIEWER", timeout)
-    return DicomWebNode(n["address"], n.get("user", ""), get_password(n["name"]) if n.get("user") else "",
-                        verify=not n.get("insecure"), timeout=timeout)
+    if password is None:
+        password = get_password(n["name"]) if n.get("user") else ""
+    return DicomWebNode(n["address"], n.get("user", ""), password, verify=not n.get("insecure"), timeout=timeout)
 
 
 class _Signals(QObject):
@@ -271,9 +274,10 @@ class PacsDialog(QDialog):
         if not n["address"]:
             self.status.setText("Choose or enter a node first.")
             return None
+        typed = self.password.text() if n["user"] else ""
         if n["user"]:
-            _session_passwords[n["name"]] = self.password.text()
-        task = PacsTask(lambda t: fn(make_node(n), t))
+            _session_passwords[n["name"]] = typed
+        task = PacsTask(lambda t: fn(make_node(n, password=typed), t))  # the password typed now, never the old one
         task.signals.done.connect(done)
         task.signals.failed.connect(self._on_failed)
         if progress:

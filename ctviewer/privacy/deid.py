@@ -385,13 +385,20 @@ class Deidentifier:
         """Write the secret and the mapping to the key file (mode 0600, atomically); None without one."""
         if self.key_file is None:
             return None
+        import tempfile
+
         self.key_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.key_file.with_name(f".{self.key_file.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"secret": self.secret.hex(), **self.mapping}, fh, indent=1, sort_keys=True)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.key_file)
+        # an unpredictable temporary name, created exclusively (0600): another user of the folder
+        # cannot place a link where the secret is about to be written
+        fd, tmp = tempfile.mkstemp(dir=self.key_file.parent, prefix=f".{self.key_file.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({"secret": self.secret.hex(), **self.mapping}, fh, indent=1, sort_keys=True)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.key_file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return self.key_file
 
 
