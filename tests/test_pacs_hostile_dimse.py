@@ -308,3 +308,45 @@ def test_the_instance_bound_is_a_command_line_flag(capsys):
         from ctviewer.pacs import node_from_args
 
         node_from_args(dimse="X@127.0.0.1:1", max_instance_bytes=0)
+
+
+class _SteadyPart(_EndlessPart):
+    """A WADO-RS part arriving steadily (about 128 KiB/s, within MIN_RATE: no deadline trips), 60 s long."""
+
+    def do_GET(self):  # noqa: N802
+        if "/series/" not in self.path:
+            return super().do_GET()
+        self.send_response(200)
+        self.send_header("Content-Type", 'multipart/related; type="application/dicom"; boundary=BOUNDARYX')
+        self.end_headers()
+        try:
+            self.wfile.write(b"--BOUNDARYX\r\nContent-Type: application/dicom\r\n\r\n")
+            for _ in range(6000):
+                self.wfile.write(b"\0" * 1300)
+                self.wfile.flush()
+                time.sleep(0.01)
+        except OSError:
+            pass
+
+
+def test_cancel_ends_a_dicomweb_read_that_is_in_progress(tmp_path):
+    """Cancel was polled between instances only: one long instance kept it waiting.  The read's
+    watchdog now ends it: the retrieval returns cancelled within about 0.25 s of the click."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SteadyPart)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        node = DicomWebNode(f"http://127.0.0.1:{httpd.server_port}/dicom-web", timeout=30)
+        cancel = threading.Event()
+        t, out = _get_in_thread(node, "1.2.3", tmp_path / "dest", cancel)
+        time.sleep(1.5)
+        t_cancel = time.monotonic()
+        cancel.set()
+        t.join(timeout=20)
+        assert not t.is_alive()
+        seconds = out["end"] - t_cancel
+        print(f"cancel during a DICOMweb read: returned after {seconds:.2f} s (the part would take 60 s)")
+        assert seconds < 5
+        assert out["result"].cancelled and not out["result"].error
+    finally:
+        httpd.shutdown()

@@ -279,7 +279,12 @@ EXPANSION_FLOOR = 16 << 20
 MIN_RATE = 64 << 10  # bytes/s a reply must keep on average once it has taken longer than the timeout
 
 
-def _bounded(response, who: str, timeout: float, max_bytes: int, max_part: int = MAX_INSTANCE_BYTES):
+class Cancelled(PacsError):
+    """The user cancelled while a reply was being read."""
+
+
+def _bounded(response, who: str, timeout: float, max_bytes: int, max_part: int = MAX_INSTANCE_BYTES,
+             cancelled: Callable[[], bool] | None = None):
     """``response`` whose body (however it is read: ``content``, ``json()``, ``iter_content``)
     is refused with a PacsError once it is larger than ``max_bytes`` decoded, expands more than
     ``MAX_EXPANSION`` to 1 from what came over the wire (past ``EXPANSION_FLOOR``), or arrives
@@ -299,6 +304,10 @@ def _bounded(response, who: str, timeout: float, max_bytes: int, max_part: int =
 
         def watchdog():  # a read blocks until its chunk is full: only another thread can end it
             while not done.wait(0.25):
+                if cancelled is not None and cancelled():
+                    state["cancelled"] = True
+                    _abort(response)
+                    return
                 elapsed = time.monotonic() - start
                 if elapsed > timeout + slack + state["total"] / MIN_RATE:
                     state["slow"] = True
@@ -325,15 +334,17 @@ def _bounded(response, who: str, timeout: float, max_bytes: int, max_part: int =
                             raise PacsError(f"{who}: a part of the reply (one instance) larger than "
                                             f"{max_part / 2**20:.0f} MiB was refused; raise --max-instance-mb if "
                                             "that is right")
-                    if state["slow"]:
+                    if state["slow"] or state.get("cancelled"):
                         break
                     yield chunk
             except PacsError:
                 _abort(response)
                 raise
             except Exception:
-                if not state["slow"]:
+                if not (state["slow"] or state.get("cancelled")):
                     raise
+            if state.get("cancelled"):
+                raise Cancelled(f"{who}: cancelled")
             if state["slow"]:
                 raise PacsError(f"{who}: the server sends too slowly ({state['total']} bytes in "
                                 f"{time.monotonic() - start:.0f} s); given up")
@@ -375,6 +386,7 @@ class DicomWebNode:
         self.max_matches, self.max_instances = max_matches, max_instances
         self.max_instance_bytes = max_instance_bytes
         self.max_reply_bytes = MAX_REPLY_BYTES
+        self._cancelled: Callable[[], bool] | None = None  # set during get(): Cancel ends a blocked read too
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise PacsError(f"{without_credentials(url)!r} is not an http(s) URL of a DICOMweb service")
@@ -411,7 +423,8 @@ class DicomWebNode:
         kw["verify"] = self.verify
         kw["stream"] = True  # the body is read through _bounded, never inside requests
         response = self._orig_request(method, url, **kw)
-        return _bounded(response, self.describe(), self.timeout, self.max_reply_bytes, self.max_instance_bytes)
+        return _bounded(response, self.describe(), self.timeout, self.max_reply_bytes, self.max_instance_bytes,
+                        self._cancelled)
 
     def describe(self) -> str:
         return f"DICOMweb {self.url}"
@@ -501,6 +514,13 @@ class DicomWebNode:
 
     def get(self, study_uid: str, dest: Path, progress=None, cancelled=None) -> GetResult:
         listed, todo, have, wanted, result = _begin_get(self, study_uid, dest)
+        self._cancelled = cancelled
+        try:
+            return self._get(study_uid, dest, listed, todo, have, wanted, result, progress, cancelled)
+        finally:
+            self._cancelled = None
+
+    def _get(self, study_uid, dest, listed, todo, have, wanted, result, progress, cancelled) -> GetResult:
         for series, uids, whole in plan(listed, todo):
             if cancelled and cancelled():
                 result.cancelled = True
@@ -520,6 +540,9 @@ class DicomWebNode:
                     if cancelled and cancelled():
                         result.cancelled = True
                         break
+            except Cancelled:
+                result.cancelled = True
+                break
             except PacsError as exc:
                 result.error = str(exc)
                 break
