@@ -27,6 +27,7 @@ from ctviewer.pacs import DicomWebNode, DimseNode, PacsError
 
 from .gui_helpers import write_ct_series
 from .orthanc import free_port
+from .test_pacs import _serve
 
 
 class HostileScp:
@@ -95,6 +96,15 @@ def _get_in_thread(node, study, dest, cancel: threading.Event):
     return t, out
 
 
+def _cancel_and_wait(t: threading.Thread, out: dict, cancel: threading.Event) -> float:
+    """Click Cancel; seconds until the retrieval returned (the thread must end)."""
+    t_cancel = time.monotonic()
+    cancel.set()
+    t.join(timeout=20)
+    assert not t.is_alive()
+    return out["end"] - t_cancel
+
+
 @pytest.mark.parametrize("honour", [True, False], ids=["server-honours-c-cancel", "server-ignores-it"])
 def test_cancel_stops_a_dimse_retrieval_within_two_seconds(tmp_path, honour):
     """The issue measured 25.6 s for Cancel to return.  A server sending an instance every 0.5 s
@@ -108,11 +118,7 @@ def test_cancel_stops_a_dimse_retrieval_within_two_seconds(tmp_path, honour):
         t, out = _get_in_thread(DimseNode(scp.spec, timeout=30), study, tmp_path / "dest", cancel)
         while scp.sent < 3 and t.is_alive():
             time.sleep(0.05)
-        t_cancel = time.monotonic()
-        cancel.set()
-        t.join(timeout=20)
-        assert not t.is_alive()
-        seconds = out["end"] - t_cancel
+        seconds = _cancel_and_wait(t, out, cancel)
         print(f"cancel ({'honoured' if honour else 'ignored'} by the server): returned after {seconds:.2f} s")
         assert seconds < 5  # 50 s without cancel; about 0.5 s (honoured) or 1.1-1.6 s (abort)
         result = out["result"]
@@ -286,9 +292,7 @@ class _EndlessPart(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_multipart_part_that_never_ends_is_refused_at_the_instance_bound(tmp_path):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessPart)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd = _serve(_EndlessPart)
     try:
         node = DicomWebNode(f"http://127.0.0.1:{httpd.server_port}/dicom-web", timeout=10)
         node.max_instance_bytes = 4 << 20
@@ -332,19 +336,13 @@ class _SteadyPart(_EndlessPart):
 def test_cancel_ends_a_dicomweb_read_that_is_in_progress(tmp_path):
     """Cancel was polled between instances only: one long instance kept it waiting.  The read's
     watchdog now ends it: the retrieval returns cancelled within about 0.25 s of the click."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SteadyPart)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd = _serve(_SteadyPart)
     try:
         node = DicomWebNode(f"http://127.0.0.1:{httpd.server_port}/dicom-web", timeout=30)
         cancel = threading.Event()
         t, out = _get_in_thread(node, "1.2.3", tmp_path / "dest", cancel)
         time.sleep(1.5)
-        t_cancel = time.monotonic()
-        cancel.set()
-        t.join(timeout=20)
-        assert not t.is_alive()
-        seconds = out["end"] - t_cancel
+        seconds = _cancel_and_wait(t, out, cancel)
         print(f"cancel during a DICOMweb read: returned after {seconds:.2f} s (the part would take 60 s)")
         assert seconds < 5
         assert out["result"].cancelled and not out["result"].error
