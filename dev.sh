@@ -18,7 +18,7 @@ if [ ! -f "$stamp" ]; then
         exit 1
     }
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e '.[gui,test,bundle,training]'
+    "$VENV/bin/python" -m pip install --quiet -e '.[gui,test,bundle,training,cluster]'
     rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi

@@ -149,7 +149,14 @@ def report(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="ctviewer report",
                                  description="Classify whole studies headless; PDF (and DICOM SR, CSV) reports.")
     ap.add_argument("paths", nargs="+", metavar="PATH", help="series, study or folders (recursive), DICOMDIRs")
-    ap.add_argument("--pdf", required=True, metavar="OUT.pdf", help="PDF report (one per study: OUT-<n>.pdf)")
+    ap.add_argument("--pdf", default=None, metavar="OUT.pdf", help="PDF report (one per study: OUT-<n>.pdf)")
+    ap.add_argument("--out", default=None, metavar="DIR",
+                    help="archive mode: one folder per study under DIR/studies (SR, CSV rows, result.json), "
+                         "DIR/manifest.jsonl and DIR/results.csv; run again with the same DIR to resume")
+    ap.add_argument("--cluster", default=None, metavar="local[:N]|tcp://HOST:PORT",
+                    help="with --out: run the studies on a Dask cluster (a local one of N worker processes, or an "
+                         "existing scheduler)")
+    ap.add_argument("--pdfs", action="store_true", help="with --out: a PDF report in each study's folder too")
     ap.add_argument("--sr", default=None, metavar="OUT.dcm", help="DICOM Structured Report (one per study)")
     ap.add_argument("--sc", default=None, metavar="OUT.dcm",
                     help="DICOM Secondary Capture of the most suspicious slice with its heatmap (one per study)")
@@ -165,6 +172,11 @@ def report(argv: list[str]) -> int:
                          "and confirm by finding it there")
     _node_args(ap)
     a = ap.parse_args(argv)
+    if a.out or a.cluster or a.pdfs:
+        return _report_archive(a)
+    if not a.pdf:
+        print("ctviewer report: give --pdf OUT.pdf (or --out DIR for a whole archive)", file=sys.stderr)
+        return EXIT_USAGE
     if a.send and not a.sr:
         print("ctviewer report: --send needs --sr", file=sys.stderr)
         return EXIT_USAGE
@@ -262,6 +274,51 @@ def report(argv: list[str]) -> int:
         if deid is not None and deid.save_key():
             print(f"the re-identification key was written to {a.key} (keep it private)", file=sys.stderr)
     return EXIT_REFUSED if failed else EXIT_OK
+
+
+def _report_archive(a) -> int:
+    """``ctviewer report ROOT... --out DIR [--cluster ...] [--pdfs]`` (issue 25, ``ctviewer.archive``)."""
+    other = [f for f, v in (("--pdf", a.pdf), ("--sr", a.sr), ("--sc", a.sc), ("--csv", a.csv),
+                            ("--anonymize", a.anonymize), ("--send", a.send), ("--key", a.key)) if v]
+    if not a.out or other:
+        print("ctviewer report: archive mode is --out DIR [--cluster local[:N]|tcp://HOST:PORT] [--pdfs]"
+              + (f"; {', '.join(other)} go with --pdf (one report per run), not with --out" if other else ""),
+              file=sys.stderr)
+        return EXIT_USAGE
+    if not _paths_exist("ctviewer report", a.paths):
+        return EXIT_USAGE
+    if _load_model("ctviewer report", a.model) is None:  # checked once here, loaded again by each process
+        return EXIT_USAGE
+    from ctviewer.archive import run_archive
+
+    def progress(s, rec) -> None:
+        if rec is None:
+            print(f"{s.total} studies, {s.skipped} already done in {a.out}, {s.total - s.skipped} to run"
+                  + (f" on {a.cluster}" if a.cluster else ""), file=sys.stderr)
+            return
+        left = s.total - s.skipped - s.done - s.failed
+        rate = s.slices / s.seconds if s.seconds > 0 else 0.0
+        per_study = s.seconds / max(1, s.done + s.failed)
+        what = (f"{rec.get('verdict')} ({rec.get('confidence')})" if rec["status"] == "done"
+                else f"FAILED: {rec.get('error')}")
+        again = f", attempt {rec['attempts']} (a worker was lost)" if rec.get("attempts", 1) > 1 else ""
+        print(f"[{s.done + s.failed}/{s.total - s.skipped}] {rec['folder']}: {what}{again}; {s.done} done, "
+              f"{s.failed} failed, {rate:.1f} slices/s, about {left * per_study:.0f} s left", file=sys.stderr)
+
+    try:
+        s = run_archive(a.paths, a.out, a.model, a.cluster, a.pdfs, progress)
+    except ValueError as exc:
+        print(f"ctviewer report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for path, reason in s.refused_files:
+        print(f"ctviewer report: refused {path}: {reason}", file=sys.stderr)
+    print(f"{s.done} studies done, {s.failed} failed, {s.skipped} skipped (already done), {s.retried} retried after a "
+          f"lost worker; {s.slices} slices in {s.seconds:.1f} s -> {a.out}/results.csv, {a.out}/manifest.jsonl",
+          file=sys.stderr)
+    if not s.total:
+        print("ctviewer report: no CT series (DICOM or PNG/JPEG slices) found", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_REFUSED if s.failed or s.refused_files else EXIT_OK
 
 
 def _send(a, paths: list[str]) -> bool:
