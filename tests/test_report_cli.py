@@ -141,8 +141,10 @@ def test_usage_errors_exit_2(tmp_path, model_dir, series, capsys):
     assert cli.main(["report", str(series), "--pdf", str(tmp_path / "r.pdf"), "--model", str(pkg)]) == 2
     assert "cannot use the model" in capsys.readouterr().err
     assert not (tmp_path / "r.pdf").exists()
-    for args in ([str(series)], ["--pdf", str(tmp_path / "r.pdf")], [str(series), "--pdf", "x.pdf", "--bogus"]):
-        with pytest.raises(SystemExit) as e:  # argparse: missing --pdf, no PATH, unknown option
+    assert cli.main(["report", str(series)]) == 2  # neither --pdf nor --out (issue 25's archive mode)
+    assert "--out DIR" in capsys.readouterr().err
+    for args in (["--pdf", str(tmp_path / "r.pdf")], [str(series), "--pdf", "x.pdf", "--bogus"]):
+        with pytest.raises(SystemExit) as e:  # argparse: no PATH, unknown option
             cli.main(["report", *args])
         assert e.value.code == 2
 
