@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -120,7 +121,7 @@ def test_a_run_killed_with_sigkill_resumes_with_nothing_lost_or_counted_twice(ar
     assert done_counts(out) == done_counts(baseline)  # every study once
     assert outcome(out) == outcome(baseline)
     leftovers = [p.name for p in (out / "studies").iterdir() if p.name.startswith(".")]
-    assert leftovers in ([], [leftovers[0]])  # at most the killed study's temporary folder, never counted
+    assert len(leftovers) <= 1  # at most the killed study's temporary folder, never counted
 
 
 @pytest.mark.slow
@@ -137,7 +138,8 @@ def test_a_local_cluster_gives_the_same_results_and_survives_a_worker_death(arch
     out = tmp_path / "out"
     assert cli.main(["report", str(archive), "--out", str(out), "--model", str(model), "--cluster", "local:2"]) == 0
     err = capsys.readouterr().err
-    assert "1 retried after a lost worker" in err
+    # the victim, and any study the dead worker had finished but not yet reported (Dask runs it again)
+    assert re.search(r"\b[1-9]\d* retried after a lost worker", err), err
     assert outcome(out) == outcome(baseline)
     state = Manifest(out).state()
     assert state[(victim.study_uid, victim.input_hash)]["attempts"] == 2
