@@ -148,7 +148,7 @@ def numbered(path: str, n: int, several: bool) -> str:
 def report(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="ctviewer report",
                                  description="Classify whole studies headless; PDF (and DICOM SR, CSV) reports.")
-    ap.add_argument("paths", nargs="+", metavar="PATH", help="series, study or folders (recursive), DICOMDIRs")
+    ap.add_argument("paths", nargs="*", metavar="PATH", help="series, study or folders (recursive), DICOMDIRs")
     ap.add_argument("--pdf", default=None, metavar="OUT.pdf", help="PDF report (one per study: OUT-<n>.pdf)")
     ap.add_argument("--out", default=None, metavar="DIR",
                     help="archive mode: one folder per study under DIR/studies (SR, CSV rows, result.json), "
@@ -157,6 +157,11 @@ def report(argv: list[str]) -> int:
                     help="with --out: run the studies on a Dask cluster (a local one of N worker processes, or an "
                          "existing scheduler)")
     ap.add_argument("--pdfs", action="store_true", help="with --out: a PDF report in each study's folder too")
+    ap.add_argument("--from-pacs", action="store_true",
+                    help="with --out: the studies a PACS search finds (node: --dicomweb/--dimse; filters: --query), "
+                         "each retrieved by the process that classifies it and deleted afterwards")
+    ap.add_argument("--query", default="", metavar="KEY=VALUE,...",
+                    help="with --from-pacs: patient-id, patient-name, study-date (YYYYMMDD-YYYYMMDD), modality")
     ap.add_argument("--sr", default=None, metavar="OUT.dcm", help="DICOM Structured Report (one per study)")
     ap.add_argument("--sc", default=None, metavar="OUT.dcm",
                     help="DICOM Secondary Capture of the most suspicious slice with its heatmap (one per study)")
@@ -174,8 +179,9 @@ def report(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     if a.out or a.cluster or a.pdfs:
         return _report_archive(a)
-    if not a.pdf:
-        print("ctviewer report: give --pdf OUT.pdf (or --out DIR for a whole archive)", file=sys.stderr)
+    if not a.pdf or not a.paths or a.from_pacs or a.query:
+        print("ctviewer report: give PATH... --pdf OUT.pdf (or --out DIR for a whole archive; --from-pacs goes "
+              "with --out)", file=sys.stderr)
         return EXIT_USAGE
     if a.send and not a.sr:
         print("ctviewer report: --send needs --sr", file=sys.stderr)
@@ -285,11 +291,33 @@ def _report_archive(a) -> int:
               + (f"; {', '.join(other)} go with --pdf (one report per run), not with --out" if other else ""),
               file=sys.stderr)
         return EXIT_USAGE
-    if not _paths_exist("ctviewer report", a.paths):
+    pacs = query = None
+    if a.from_pacs:
+        if a.paths:
+            print("ctviewer report: --from-pacs takes its studies from the PACS, not from PATHs", file=sys.stderr)
+            return EXIT_USAGE
+        keys = {"patient-id": "patient_id", "patient-name": "patient_name", "study-date": "study_date",
+                "modality": "modality"}
+        query = {}
+        for part in filter(None, (p.strip() for p in a.query.split(","))):
+            k, _, v = part.partition("=")
+            if k.strip() not in keys or not v:
+                print(f"ctviewer report: --query {part!r}: give KEY=VALUE with KEY one of {', '.join(keys)}",
+                      file=sys.stderr)
+                return EXIT_USAGE
+            query[keys[k.strip()]] = v.strip()
+        pacs = {"dicomweb": a.dicomweb, "dimse": a.dimse, "aet": a.aet, "user": a.user, "insecure": a.insecure,
+                "ca_bundle": a.ca_bundle, "timeout": a.timeout, "max_matches": a.max_matches,
+                "max_instances": a.max_instances, "max_instance_bytes": a.max_instance_mb << 20}
+    elif not a.paths:
+        print("ctviewer report: give the PATHs of the archive (or --from-pacs)", file=sys.stderr)
+        return EXIT_USAGE
+    elif not _paths_exist("ctviewer report", a.paths):
         return EXIT_USAGE
     if _load_model("ctviewer report", a.model) is None:  # checked once here, loaded again by each process
         return EXIT_USAGE
     from ctviewer.archive import run_archive
+    from ctviewer.pacs import PacsError
 
     def progress(s, rec) -> None:
         if rec is None:
@@ -306,10 +334,13 @@ def _report_archive(a) -> int:
               f"{s.failed} failed, {rate:.1f} slices/s, about {left * per_study:.0f} s left", file=sys.stderr)
 
     try:
-        s = run_archive(a.paths, a.out, a.model, a.cluster, a.pdfs, progress)
+        s = run_archive(a.paths, a.out, a.model, a.cluster, a.pdfs, progress, pacs, query)
     except ValueError as exc:
         print(f"ctviewer report: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except PacsError as exc:
+        print(f"ctviewer report: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     for path, reason in s.refused_files:
         print(f"ctviewer report: refused {path}: {reason}", file=sys.stderr)
     print(f"{s.done} studies done, {s.failed} failed, {s.skipped} skipped (already done), {s.retried} retried after a "

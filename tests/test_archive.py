@@ -194,3 +194,29 @@ def test_archive_mode_refuses_the_single_report_flags(archive, tmp_path, capsys)
     assert cli.main(["report", str(archive), "--cluster", "local:2"]) == 2
     assert cli.main(["report", str(archive)]) == 2
     assert "--out DIR" in capsys.readouterr().err
+
+
+def test_studies_from_a_pacs_are_retrieved_classified_and_not_kept(archive, model, baseline, tmp_path, monkeypatch,
+                                                                   capsys):
+    """``--from-pacs``: the studies a search on a real Orthanc finds, each retrieved by the process
+    that classifies it (here: this one) into DIR/retrieved and deleted afterwards; the verdicts
+    equal the run on the files themselves; a rerun skips them (same listed instances)."""
+    from .orthanc import PASSWORD, USER, Orthanc, orthanc_or_skip
+
+    orthanc_or_skip()
+    server = Orthanc(tmp_path / "orthanc")
+    try:
+        server.upload(sorted(archive.rglob("*.dcm")))
+        monkeypatch.setenv("CTVIEWER_PACS_PASSWORD", PASSWORD)
+        out = tmp_path / "out"
+        args = ["report", "--out", str(out), "--model", str(model), "--from-pacs", "--dicomweb", server.url,
+                "--user", USER, "--query", "patient-id=SYN-001"]
+        assert cli.main(args) == 0
+        ours = {p.name: (p / "result.json").read_text() for p in (out / "studies").iterdir()}
+        assert ours == {k: v[0] for k, v in outcome(baseline)["studies"].items()}
+        assert not any((out / "retrieved").iterdir())  # nothing of the patients kept
+        capsys.readouterr()
+        assert cli.main(args) == 0
+        assert f"{N_STUDIES} skipped (already done)" in capsys.readouterr().err
+    finally:
+        server.stop()

@@ -113,7 +113,8 @@ LAYERS = {
     "ctviewer.privacy": {"ctviewer.imaging", "ctviewer.studies"},
     "ctviewer.reports": {"ctviewer.imaging", "ctviewer.inference", "ctviewer.studies", "ctviewer.privacy"},
     "ctviewer.pacs": {"ctviewer.imaging", "ctviewer.paths", "ctviewer.privacy"},
-    "ctviewer.archive": {"ctviewer.imaging", "ctviewer.inference", "ctviewer.studies", "ctviewer.reports"},
+    "ctviewer.archive": {"ctviewer.imaging", "ctviewer.inference", "ctviewer.studies", "ctviewer.reports",
+                         "ctviewer.pacs"},
 }
 
 

@@ -37,8 +37,9 @@ class StudyJob:
     study_uid: str
     input_hash: str
     n_files: int
-    patient: object  # studies.PatientNode
-    study: object  # studies.StudyNode
+    patient: object = None  # studies.PatientNode (files on disk)
+    study: object = None  # studies.StudyNode
+    pacs: dict | None = None  # node_from_args keywords, without the password (a PACS study)
 
 
 @dataclass
@@ -77,6 +78,42 @@ def jobs_of(paths) -> tuple[list[StudyJob], list]:
             jobs.append(StudyJob(_folder_name(study.uid, digest), study.uid or f"h-{digest[:24]}", digest, len(files),
                                  patient, study))
     return jobs, errors
+
+
+def jobs_from_pacs(node_args: dict, query: dict) -> list[StudyJob]:
+    """The studies a PACS search finds; each job retrieves its study on the process that runs it.
+    The input hash is the SHA-256 of the study's listed instance UIDs (a study that gained
+    instances is redone)."""
+    import hashlib
+
+    from ctviewer.pacs import node_from_args
+
+    node = node_from_args(**node_args, password=os.environ.get("CTVIEWER_PACS_PASSWORD", ""))
+    jobs = []
+    for row in node.find(**query):
+        listed = node.instances(row.study_uid)
+        digest = hashlib.sha256("\n".join(sorted(u for _s, u in listed)).encode()).hexdigest()
+        jobs.append(StudyJob(_folder_name(row.study_uid, digest), row.study_uid, digest, len(listed), pacs=node_args))
+    return jobs
+
+
+def _local_study(job: StudyJob, out: Path) -> tuple[StudyJob, Path | None]:
+    """A PACS job made local: the study retrieved into DIR/retrieved/<folder> (0700), scanned."""
+    if job.pacs is None:
+        return job, None
+    from ctviewer.pacs import PacsError, node_from_args
+
+    node = node_from_args(**job.pacs, password=os.environ.get("CTVIEWER_PACS_PASSWORD", ""))
+    dest = out / "retrieved" / job.folder
+    (out / "retrieved").mkdir(mode=0o700, exist_ok=True)
+    got = node.get(job.study_uid, dest)
+    if not got.complete:
+        raise PacsError(got.error or f"{got.missing} of {got.expected} instances missing, {len(got.refused)} refused")
+    found, _errors = jobs_of([dest])
+    match = [j for j in found if j.study_uid == job.study_uid]
+    if not match:
+        raise PacsError("the retrieved study has no CT series the model reads")
+    return StudyJob(job.folder, job.study_uid, job.input_hash, match[0].n_files, match[0].patient, match[0].study), dest
 
 
 def _classifier(model: str | None):
@@ -122,7 +159,12 @@ def process_study(job: StudyJob, out: str, model: str | None = None, pdf: bool =
         clf = _classifier(model)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        result = classify_study(job.study, job.patient, clf, workers=1)
+        job, retrieved = _local_study(job, out_dir)
+        try:
+            result = classify_study(job.study, job.patient, clf, workers=1)
+        finally:
+            if retrieved is not None:  # patient data: nothing kept once the study is classified
+                shutil.rmtree(retrieved, ignore_errors=True)
         write_csv([result], tmp / "slices.csv")
         write_sr(result, tmp / "sr.dcm")
         if pdf:
@@ -168,13 +210,17 @@ def _client(cluster: str):
 
 
 def run_archive(paths, out: str | os.PathLike, model: str | None = None, cluster: str | None = None,
-                pdf: bool = False, progress: Callable[[ArchiveSummary, dict | None], None] | None = None
-                ) -> ArchiveSummary:
-    """Classify every study under ``paths`` not already done in ``out``; see the module docstring."""
+                pdf: bool = False, progress: Callable[[ArchiveSummary, dict | None], None] | None = None,
+                pacs: dict | None = None, query: dict | None = None) -> ArchiveSummary:
+    """Classify every study under ``paths`` (or, with ``pacs``, every study the PACS finds for
+    ``query``) not already done in ``out``; see the module docstring."""
     out = Path(out)
     (out / "studies").mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out)
-    jobs, errors = jobs_of(paths)
+    if pacs is not None:
+        jobs, errors = jobs_from_pacs(pacs, query or {}), []
+    else:
+        jobs, errors = jobs_of(paths)
     state = manifest.state()
     todo = [j for j in jobs if not manifest.is_done(j.study_uid, j.input_hash, state)]
     s = ArchiveSummary(total=len(jobs), skipped=len(jobs) - len(todo),
