@@ -317,3 +317,40 @@ def test_export_error_is_reported_not_raised(qtbot, batch, tmp_path):
         batch.export("csv", str(tmp_path / "a-file" / "x.csv"))
     assert blocker.args[2]
     assert batch.state_label.text() == "CSV not written"
+
+
+# --- a whole archive (issue 25) ----------------------------------------------------------------------
+
+
+def test_the_batch_window_starts_and_watches_an_archive_run(qtbot, main, studies, tmp_path):
+    """"Review archive…": the same run as ``report --out``; the dialog shows the whole run's
+    progress and each study's line, the output folder holds the manifest and results; started
+    again on the same folder it resumes (both studies skipped); Cancel before the first study
+    records nothing and says so."""
+    from ctviewer.archive import Manifest
+
+    bw = main.open_batch_review()
+    dlg = bw.open_archive_dialog()
+    assert dlg.isVisible() and dlg.model == str(main.classifier.folder)
+    dlg.root.setText(str(studies))
+    dlg.out.setText(str(tmp_path / "archive-out"))
+    with qtbot.waitSignal(dlg.finished_run, timeout=WAIT_MS) as done:
+        assert dlg.start() is not None
+    s = done.args[0]
+    assert (s.done, s.failed, s.skipped) == (2, 0, 0)
+    assert "2 of 2 studies (2 done, 0 failed" in dlg.status.text() and dlg.progress.value() == 2
+    assert len(dlg.log.toPlainText().splitlines()) == 2
+    assert len(Manifest(tmp_path / "archive-out").records()) == 2
+    with qtbot.waitSignal(dlg.finished_run, timeout=WAIT_MS) as again:
+        dlg.start()
+    assert again.args[0].skipped == 2 and again.args[0].done == 0
+    dlg.out.setText(str(tmp_path / "cancelled-out"))
+    task = dlg.start()
+    task.cancel.set()  # before the scan ends: no study starts
+    with qtbot.waitSignal(dlg.finished_run, timeout=WAIT_MS) as cancelled:
+        pass
+    assert cancelled.args[0].cancelled and cancelled.args[0].done == 0
+    assert dlg.status.text().startswith("Cancelled")
+    dlg.where.setCurrentIndex(2)
+    dlg.scheduler.setText("not-an-address")
+    assert dlg.start() is None and "tcp://" in dlg.status.text()

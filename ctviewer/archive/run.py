@@ -49,6 +49,7 @@ class ArchiveSummary:
     done: int = 0
     failed: int = 0
     retried: int = 0
+    cancelled: bool = False
     slices: int = 0
     seconds: float = 0.0
     refused_files: list = field(default_factory=list)
@@ -211,7 +212,8 @@ def _client(cluster: str):
 
 def run_archive(paths, out: str | os.PathLike, model: str | None = None, cluster: str | None = None,
                 pdf: bool = False, progress: Callable[[ArchiveSummary, dict | None], None] | None = None,
-                pacs: dict | None = None, query: dict | None = None) -> ArchiveSummary:
+                pacs: dict | None = None, query: dict | None = None,
+                cancelled: Callable[[], bool] | None = None) -> ArchiveSummary:
     """Classify every study under ``paths`` (or, with ``pacs``, every study the PACS finds for
     ``query``) not already done in ``out``; see the module docstring."""
     out = Path(out)
@@ -244,6 +246,9 @@ def run_archive(paths, out: str | os.PathLike, model: str | None = None, cluster
         progress(s, None)
     if cluster is None:
         for job in todo:
+            if cancelled and cancelled():  # between studies: the one running finishes and is recorded
+                s.cancelled = True
+                break
             record(process_study(job, str(out), model, pdf))
     else:
         from distributed import as_completed
@@ -252,17 +257,18 @@ def run_archive(paths, out: str | os.PathLike, model: str | None = None, cluster
         try:
             futures = {client.submit(process_study, job, str(out), model, pdf, pure=False, key=f"study-{job.folder}"): job
                        for job in todo}
-            for fut in as_completed(futures):
-                job = futures[fut]
-                try:
-                    rec = fut.result()
-                except Exception as exc:  # noqa: BLE001 - the task itself was lost (workers died repeatedly)
-                    rec = {"study": job.study_uid, "input_hash": job.input_hash, "folder": job.folder,
-                           "status": "failed", "error": f"the cluster lost the task ({type(exc).__name__}: {exc})",
-                           "attempts": _attempts(out, job.folder)}
-                else:
-                    rec["attempts"] = max(rec.get("attempts", 1), _attempts(out, job.folder))
-                record(rec)
+            finished = as_completed(futures)
+            while not finished.is_empty():
+                if cancelled and cancelled():  # the rest is dropped; what finished is recorded
+                    client.cancel(list(futures))
+                    s.cancelled = True
+                    break
+                batch = finished.next_batch(block=False)
+                if not batch:
+                    time.sleep(0.1)
+                    continue
+                for fut in batch:
+                    _settle(fut, futures[fut], out, record)
         finally:
             client.close()
             if local is not None:
@@ -270,6 +276,18 @@ def run_archive(paths, out: str | os.PathLike, model: str | None = None, cluster
     s.seconds = time.monotonic() - t0
     write_results(out, jobs, manifest)
     return s
+
+
+def _settle(fut, job: StudyJob, out: Path, record) -> None:
+    try:
+        rec = fut.result()
+    except Exception as exc:  # noqa: BLE001 - the task itself was lost (workers died repeatedly)
+        rec = {"study": job.study_uid, "input_hash": job.input_hash, "folder": job.folder,
+               "status": "failed", "error": f"the cluster lost the task ({type(exc).__name__}: {exc})",
+               "attempts": _attempts(out, job.folder)}
+    else:
+        rec["attempts"] = max(rec.get("attempts", 1), _attempts(out, job.folder))
+    record(rec)
 
 
 def _attempts(out: Path, folder: str) -> int:

@@ -57,6 +57,11 @@ class BatchWindow(QWidget):
         self.browser.scanned.connect(lambda _r: self._update_buttons())
         self.open_button = QPushButton("Open folder…")
         self.open_button.clicked.connect(self.open_folder_dialog)
+        self.archive_button = QPushButton("Review archive…")
+        self.archive_button.setToolTip("Classify every study of a folder tree into an output folder, resumable, "
+                                       "on this computer or a Dask cluster")
+        self.archive_button.clicked.connect(self.open_archive_dialog)
+        self.archive_dialog = None
         self.buttons = {scope: QPushButton(text) for scope, text in
                         (("series", "Classify series"), ("study", "Classify study"), ("all", "Classify everything"))}
         for scope, b in self.buttons.items():
@@ -106,11 +111,23 @@ class BatchWindow(QWidget):
         if parent is not None:
             parent.installEventFilter(self)  # closing the main window closes (and stops) this one
 
+    def open_archive_dialog(self):
+        """The archive run's dialog (one per window; it keeps its run while hidden)."""
+        from .archive_dialog import ArchiveDialog
+
+        if self.archive_dialog is None:
+            folder = getattr(self.classifier, "folder", None) if self.classifier is not None else None
+            self.archive_dialog = ArchiveDialog(str(folder) if folder else None, self)
+        self.archive_dialog.show()
+        self.archive_dialog.raise_()
+        return self.archive_dialog
+
     def _layout(self) -> None:
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
         ll.addWidget(self.open_button)
+        ll.addWidget(self.archive_button)
         ll.addWidget(self.browser, 1)
         for b in self.buttons.values():
             ll.addWidget(b)
