@@ -329,7 +329,8 @@ def _report_archive(a) -> int:
         per_study = s.seconds / max(1, s.done + s.failed)
         what = (f"{rec.get('verdict')} ({rec.get('confidence')})" if rec["status"] == "done"
                 else f"FAILED: {rec.get('error')}")
-        again = f", attempt {rec['attempts']} (a worker was lost)" if rec.get("attempts", 1) > 1 else ""
+        again = (f", attempt {rec['attempts']} (an earlier attempt was interrupted: a killed run or a lost worker)"
+                 if rec.get("attempts", 1) > 1 else "")
         print(f"[{s.done + s.failed}/{s.total - s.skipped}] {rec['folder']}: {what}{again}; {s.done} done, "
               f"{s.failed} failed, {rate:.1f} slices/s, about {left * per_study:.0f} s left", file=sys.stderr)
 
@@ -343,9 +344,9 @@ def _report_archive(a) -> int:
         return EXIT_REFUSED
     for path, reason in s.refused_files:
         print(f"ctviewer report: refused {path}: {reason}", file=sys.stderr)
-    print(f"{s.done} studies done, {s.failed} failed, {s.skipped} skipped (already done), {s.retried} retried after a "
-          f"lost worker; {s.slices} slices in {s.seconds:.1f} s -> {a.out}/results.csv, {a.out}/manifest.jsonl",
-          file=sys.stderr)
+    print(f"{s.done} studies done, {s.failed} failed, {s.skipped} skipped (already done), {s.retried} run again after "
+          f"an interrupted attempt; {s.slices} slices in {s.seconds:.1f} s -> {a.out}/results.csv, "
+          f"{a.out}/manifest.jsonl", file=sys.stderr)
     if not s.total:
         print("ctviewer report: no CT series (DICOM or PNG/JPEG slices) found", file=sys.stderr)
         return EXIT_USAGE

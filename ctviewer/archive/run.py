@@ -218,6 +218,30 @@ def run_archive(paths, out: str | os.PathLike, model: str | None = None, cluster
     ``query``) not already done in ``out``; see the module docstring."""
     out = Path(out)
     (out / "studies").mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    try:
+        return _run_locked(paths, out, model, cluster, pdf, progress, pacs, query, cancelled)
+    finally:
+        lock.close()
+
+
+def _lock(out: Path):
+    """One run per output folder (a second one would record studies twice); the temporary study
+    folders a killed run left are removed once the lock is ours (nothing else can be writing)."""
+    import fcntl
+
+    fh = open(out / ".lock", "a")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise ValueError(f"another run is using {out}: wait for it, or choose another --out") from None
+    for tmp in (out / "studies").glob(".*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    return fh
+
+
+def _run_locked(paths, out: Path, model, cluster, pdf, progress, pacs, query, cancelled) -> ArchiveSummary:
     manifest = Manifest(out)
     if pacs is not None:
         jobs, errors = jobs_from_pacs(pacs, query or {}), []

@@ -167,7 +167,8 @@ class ArchiveDialog(QDialog):
         if rec is not None:
             what = (f"{rec.get('verdict')} ({rec.get('confidence')})" if rec.get("status") == "done"
                     else f"FAILED: {rec.get('error')}")
-            again = f", attempt {rec['attempts']} (a worker was lost)" if rec.get("attempts", 1) > 1 else ""
+            again = (f", attempt {rec['attempts']} (an earlier attempt was interrupted)"
+                     if rec.get("attempts", 1) > 1 else "")
             self.log.appendPlainText(f"{rec['folder']}: {what}{again}")
 
     def _on_finished(self, s) -> None:
