@@ -48,8 +48,11 @@ case "$cmd" in
         }
         verify "$VENV/bin/python" .ci/check_bundle.py dist/ctviewer
         verify env QT_QPA_PLATFORM=offscreen dist/ctviewer/ctviewer --self-test
+        anon=$(mktemp -d "${TMPDIR:-/tmp}/ctviewer-anon.XXXXXX")  # the de-identification libraries travelled
+        verify dist/ctviewer/ctviewer anonymize resources/samples --to "$anon/copy"
+        rm -rf "$anon"
         echo "$built, complete: no training framework, Qt's xcb plugin finds its libraries in the bundle," \
-            "--self-test passed" >&2 ;;
+            "--self-test passed, the samples anonymised" >&2 ;;
     fuzz)
         # Coverage-guided fuzzing (atheris/libFuzzer) of the DICOM reader, the series/DICOMDIR
         # scanner and the PACS reply parsers, SECONDS each (default 60), seeded from
