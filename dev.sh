@@ -65,7 +65,8 @@ case "$cmd" in
             mkdir -p "$work/$t"
             cp "$work/seeds/"* "$work/$t/"
             cp tests/fuzz/regressions/$t/* "$work/$t/" 2>/dev/null || true
-            if "$VENV/bin/python" -m tests.fuzz "$t" -max_total_time="$secs" -max_len=65536 -timeout=30 \
+            # a fixed seed (FUZZ_SEED to vary it): a run explores the same inputs first, so a finding reproduces
+            if "$VENV/bin/python" -m tests.fuzz "$t" -seed="${FUZZ_SEED:-1}" -max_total_time="$secs" -max_len=65536 -timeout=30 \
                     -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix="$work/crash-$t-" "$work/$t" \
                     >"$work/$t.log" 2>&1; then
                 runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/$t.log" | grep -o '[0-9]*$')
