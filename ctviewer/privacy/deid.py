@@ -26,11 +26,13 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import threading
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset, FileMetaDataset
 
 #: Descriptors kept when their whole value (case-insensitive) is one of these: they say what the
@@ -263,11 +265,6 @@ class Deidentifier:
         self._anonymizer(patient).anonymize(ds)
         ds.remove_private_tags()
         self._apply_table(ds, originals, (), patient, strip_text=False)
-        holders = [ds] + [item for e in ds.iterall() if e.VR == "SQ" for item in e.value]
-        for holder in holders:  # device identity: the Retain Device Identity Option is not claimed
-            for kw in REMOVE_ALSO:
-                if kw in holder:
-                    delattr(holder, kw)
         ds.PatientID = self.patient_id(patient)
         ds.PatientName = ds.PatientID
         for kw in ("PatientBirthDate", "PatientBirthTime"):  # an age in disguise: never kept, even shifted
@@ -287,7 +284,8 @@ class Deidentifier:
         for e in list(ds):
             tag = int(e.tag)
             kw = e.keyword
-            if e.tag.is_private or is_overlay_or_curve(tag):
+            # device identity (REMOVE_ALSO) too: the Retain Device Identity Option is not claimed
+            if e.tag.is_private or is_overlay_or_curve(tag) or kw in REMOVE_ALSO:
                 del ds[tag]
                 continue
             if kw in CHARACTERISTICS and self.keep_characteristics:
@@ -331,8 +329,6 @@ class Deidentifier:
     def _replace_uids_in_text(ds: Dataset, new: dict[str, str]) -> None:
         if not new:
             return
-        import re
-
         pattern = re.compile("|".join(rf"(?<![\d.]){re.escape(u)}(?![\d])" for u in sorted(new, key=len, reverse=True)))
         for e in ds.iterall():
             if e.VR in ("SQ", "UI") or e.tag == 0x7FE00010 or not isinstance(e.value, str) or not e.value:
@@ -402,19 +398,20 @@ class Deidentifier:
         return self.key_file
 
 
-def _valid_datetime(vr: str, value: str) -> bool:
-    import re
-    from datetime import datetime
+_TM = re.compile(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?")
+_DT = re.compile(r"(\d{4}(?:\d{2}){0,5})(\.\d{1,6})?([+-]\d{4})?")
 
+
+def _valid_datetime(vr: str, value: str) -> bool:
     v = value.strip().replace(".", "") if vr == "DA" else value.strip().replace(":", "")
     try:
         if vr == "DA":
             datetime.strptime(v, "%Y%m%d")
         elif vr == "TM":
-            m = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?", v)
+            m = _TM.fullmatch(v)
             return bool(m) and int(m[1]) < 24 and int(m[2] or 0) < 60 and int(m[3] or 0) < 61
         else:
-            m = re.fullmatch(r"(\d{4}(?:\d{2}){0,5})(\.\d{1,6})?([+-]\d{4})?", v)
+            m = _DT.fullmatch(v)
             if not m:
                 return False
             digits = m[1]
@@ -438,8 +435,6 @@ def _defuse_dates(ds: Dataset) -> None:
 
 
 def _is_instance_uid(tag: int, value) -> bool:
-    from pydicom.datadict import keyword_for_tag
-
     text = str(value)
     return bool(text) and not text.startswith("1.2.840.10008.") and keyword_for_tag(tag) not in (
         "SOPClassUID", "ReferencedSOPClassUID", "MediaStorageSOPClassUID", "TransferSyntaxUID",
