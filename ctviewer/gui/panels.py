@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont, QLinearGradient, QPainter
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from ctviewer.imaging import Series
+from ctviewer.imaging.window import jet_rgb
 
 
 class ColorLegend(QWidget):
@@ -33,7 +33,7 @@ class ColorLegend(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setMinimumHeight(34)
-        ramp = cv2.applyColorMap(np.linspace(0, 255, 11).astype(np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1]
+        ramp = jet_rgb(np.linspace(0, 255, 11).astype(np.uint8))
         self._stops = [QColor(int(r), int(g), int(b)) for r, g, b in ramp]
 
     def paintEvent(self, event) -> None:  # noqa: N802

@@ -14,13 +14,13 @@ grey level for PNG/JPEG) through ``hovered``.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPalette
 from PySide6.QtWidgets import QWidget
 
 from ctviewer.imaging import Slice, apply_window
+from ctviewer.imaging.window import jet_rgb
 
 ZOOM_STEP = 1.25
 MIN_SCALE, MAX_SCALE = 0.05, 40.0
@@ -37,7 +37,7 @@ def heatmap_qimage(cam: np.ndarray, opacity: float) -> QImage:
     """A jet-coloured RGBA image of ``cam`` (0..1); alpha grows with the value,
     so regions that did not contribute stay transparent."""
     c = np.clip(np.nan_to_num(np.asarray(cam, dtype=np.float32)), 0.0, 1.0)
-    rgb = cv2.applyColorMap(np.rint(c * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+    rgb = jet_rgb(np.rint(c * 255).astype(np.uint8))
     alpha = np.rint(np.clip(c * 1.5, 0.0, 1.0) * 255 * float(np.clip(opacity, 0.0, 1.0))).astype(np.uint8)
     rgba = np.ascontiguousarray(np.dstack([rgb, alpha]))
     h, w = c.shape

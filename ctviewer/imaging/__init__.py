@@ -1,17 +1,10 @@
 """Reading CT slices (DICOM, PNG/JPEG), Hounsfield units, windowing, series, model input.
 
-Import-light on purpose: numpy, pydicom and OpenCV only (no Qt, no TensorFlow).
-
-OpenCV runs single-threaded in this process.  Its own thread pool parallelised each
-512x512 resize or labelling over the cores, which TensorFlow needs while the batch
-engine's readers run: on 2 cores that pool cost about 1.8 core-ms per slice in the
-readers (6.3 against 4.4, benchmarks/README.md) and saved under 0.4 ms of latency on a
-single slice.
+Import-light on purpose: NumPy, pydicom and Pillow only (no Qt, no TensorFlow, no OpenCV).
+The image operations (``resize``, ``morphology``, ``polygons``) are NumPy ports of the OpenCV
+calls the model was trained with, checked against OpenCV bit for bit by the tests (issue 24:
+OpenCV cost the bundle 172 MB).  The lung segmenter runs on ONNX Runtime (``lungs``).
 """
-
-import cv2
-
-cv2.setNumThreads(1)
 
 from .dicom import read_dicom
 from .errors import ImagingError

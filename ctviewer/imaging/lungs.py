@@ -1,4 +1,4 @@
-"""The lung mask: a small learned segmenter (numpy + OpenCV's DNN module, no TensorFlow).
+"""The lung mask: a small learned segmenter (NumPy + ONNX Runtime, no TensorFlow).
 
 Thresholds and hulls cannot find diseased lungs reliably: consolidation is as dense as
 the chest wall, and ground glass sits between air and soft tissue.  On the 404 expert
@@ -26,10 +26,13 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .geometry import Box, content_box
+from .morphology import connected_components
+from .morphology import fill_holes as _fill_holes
+from .polygons import clahe
+from .resize import resize_area, resize_linear
 
 SEG_SIZE = 128
 _PREP_SIZE = 256
@@ -50,23 +53,13 @@ def segmenter_input(img8: np.ndarray) -> tuple[np.ndarray, Box]:
     box = content_box(img8)
     x0, y0, x1, y1 = box
     crop = img8[y0:y1, x0:x1]
-    img = cv2.resize(crop, (_PREP_SIZE, _PREP_SIZE), interpolation=cv2.INTER_AREA)
+    img = resize_area(crop, (_PREP_SIZE, _PREP_SIZE))
     lo, hi = int(img.min()), int(img.max())
     if hi > lo:
         img = ((img.astype(np.float32) - lo) * (255.0 / (hi - lo))).round().astype(np.uint8)
-    img = _clahe().apply(img)
-    small = cv2.resize(img, (SEG_SIZE, SEG_SIZE), interpolation=cv2.INTER_AREA)
+    img = clahe(img, CLAHE_CLIP, (8, 8))
+    small = resize_area(img, (SEG_SIZE, SEG_SIZE))
     return small.astype(np.float32) / 255.0, box
-
-
-_local = threading.local()
-
-
-def _clahe():
-    c = getattr(_local, "clahe", None)
-    if c is None:
-        c = _local.clahe = cv2.createCLAHE(clipLimit=CLAHE_CLIP, tileGridSize=(8, 8))
-    return c
 
 
 def mask_from_probability(prob: np.ndarray, box: Box, shape: tuple[int, int]) -> np.ndarray:
@@ -76,9 +69,9 @@ def mask_from_probability(prob: np.ndarray, box: Box, shape: tuple[int, int]) ->
     out = np.zeros((h, w), bool)
     if x1 <= x0 or y1 <= y0:
         return out
-    p = cv2.resize(np.asarray(prob, np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    p = resize_linear(np.asarray(prob, np.float32), (x1 - x0, y1 - y0))
     m = (p > 0.5).astype(np.uint8)
-    n, labels = cv2.connectedComponents(m, connectivity=8)
+    n, labels = connected_components(m, connectivity=8)
     if n > 1:
         areas = np.bincount(labels.ravel(), minlength=n)
         keep = areas >= MIN_COMPONENT * m.size
@@ -90,12 +83,7 @@ def mask_from_probability(prob: np.ndarray, box: Box, shape: tuple[int, int]) ->
 
 def fill_holes(m: np.ndarray) -> np.ndarray:
     """A 0/1 uint8 mask with every region not reachable from its border filled."""
-    h, w = m.shape
-    pad = np.zeros((h + 2, w + 2), np.uint8)
-    pad[1:-1, 1:-1] = m
-    flood = pad.copy()
-    cv2.floodFill(flood, np.zeros((h + 4, w + 4), np.uint8), (0, 0), 1)
-    return (pad | (1 - flood))[1:-1, 1:-1]
+    return _fill_holes(m)
 
 
 @dataclass(frozen=True)
@@ -113,8 +101,9 @@ def default_model_dir() -> Path:
 
 
 class LungSegmenter:
-    """The verified ONNX lung segmenter, run with OpenCV's DNN module (one network per thread:
-    ``cv2.dnn.Net`` is not thread-safe)."""
+    """The verified ONNX lung segmenter, run with ONNX Runtime: one session, one intra-op
+    thread (it runs inside the readers, which already use a core each), shared by every
+    thread (``InferenceSession.run`` is thread-safe)."""
 
     def __init__(self, model_dir: Path | str | None = None):
         d = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -131,21 +120,33 @@ class LungSegmenter:
             raise SegmenterError(f"lung segmenter {self.card.file}: SHA-256 {digest[:12]}… does not match its card")
         if self.card.input_size != SEG_SIZE:
             raise SegmenterError(f"lung segmenter input {self.card.input_size}, this code prepares {SEG_SIZE}")
-        self._bytes = np.frombuffer(data, np.uint8)
-        self._nets = threading.local()
+        self._bytes = data
+        self._session = None
+        self._lock = threading.Lock()
 
-    def _net(self):
-        net = getattr(self._nets, "net", None)
-        if net is None:
-            net = self._nets.net = cv2.dnn.readNetFromONNX(self._bytes)
-        return net
+    def _run(self):
+        with self._lock:
+            if self._session is None:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.log_severity_level = 3
+                opts.intra_op_num_threads = 1
+                opts.inter_op_num_threads = 1
+                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                try:
+                    self._session = ort.InferenceSession(self._bytes, sess_options=opts,
+                                                         providers=["CPUExecutionProvider"])
+                except Exception as exc:  # noqa: BLE001 - a broken file, whatever ONNX Runtime says
+                    raise SegmenterError(f"lung segmenter {self.card.file} cannot be loaded: {exc}") from None
+                self._input = self._session.get_inputs()[0].name
+            return self._session
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """(N, SEG_SIZE, SEG_SIZE) lung probabilities for inputs (N, SEG_SIZE, SEG_SIZE) in 0..1."""
         x = np.ascontiguousarray(np.asarray(x, np.float32)[..., None])
-        net = self._net()
-        net.setInput(x)
-        out = np.asarray(net.forward(), np.float32)
+        session = self._run()
+        out = np.asarray(session.run(None, {self._input: x})[0], np.float32)
         return out.reshape(len(x), SEG_SIZE, SEG_SIZE)
 
     def mask(self, img8: np.ndarray) -> np.ndarray:

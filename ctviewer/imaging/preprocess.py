@@ -24,10 +24,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from .geometry import Box, content_box
+from .morphology import bounding_rect, connected_components, dilate, ellipse_kernel, opening, otsu_threshold
+from .polygons import convex_hull, fill_convex_poly, outline_points
+from .resize import resize_area, resize_linear, resize_nearest
 from .slice import Slice
 from .window import apply_window
 
@@ -133,20 +135,19 @@ def chest_hull8(img8: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None
     img = img8[cy0:cy1, cx0:cx1]
     h, w = img.shape
     f = _working_scale((h, w))
-    small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else img
+    small = resize_area(img, (max(1, round(w * f)), max(1, round(h * f)))) if f < 1 else img
     if int(small.max()) - int(small.min()) < 20:
         return None
-    t, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    bright = cv2.morphologyEx((small > t).astype(np.uint8), cv2.MORPH_OPEN, _KERNEL)
+    t = otsu_threshold(small)
+    bright = opening((small > t).astype(np.uint8), _KERNEL)
     labels, areas = _components(bright)
     if len(areas) <= 1:
         return None
     body_label = 1 + int(np.argmax(areas[1:]))
     if areas[body_label] < 0.02 * small.size:
         return None
-    hull = np.zeros_like(bright)
-    cv2.fillConvexPoly(hull, cv2.convexHull(body_outline((labels == body_label).view(np.uint8))), 1)
-    t2, _ = cv2.threshold(small[hull == 1].reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    hull = fill_convex_poly(bright.shape, convex_hull(body_outline((labels == body_label).view(np.uint8))), 1)
+    t2 = otsu_threshold(small[hull == 1].reshape(-1, 1))
     return small, hull, float(t2)
 
 
@@ -178,11 +179,9 @@ def _working_scale(shape: tuple[int, int]) -> float:
 
 
 def body_outline(mask: np.ndarray) -> np.ndarray:
-    """Points of the outer contour of a binary mask: the same convex hull and bounding box
-    as all its pixels, at a fraction of the cost (cv2.convexHull over every body pixel
-    took most of the crop's time)."""
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    return np.vstack(contours)
+    """Points of a binary mask with the same convex hull and bounding box as all its pixels
+    (each row's outermost pixels), at a fraction of the cost of a hull over every pixel."""
+    return outline_points(mask)
 
 
 _KERNEL = np.ones((3, 3), np.uint8)
@@ -245,7 +244,7 @@ class ChestSegmentation:
 def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """8-connected component labels of a 0/1 uint8 mask and each label's area.  Areas by
     ``bincount``: cv2's WithStats variant spends 4 times as long on statistics not used here."""
-    n, labels = cv2.connectedComponents(mask, connectivity=8)
+    n, labels = connected_components(mask, connectivity=8)
     return labels, np.bincount(labels.ravel(), minlength=n)
 
 
@@ -263,14 +262,14 @@ def segment_chest(img8: np.ndarray) -> ChestSegmentation:
     img8 = img8[cy0:cy1, cx0:cx1]
     h, w = img8.shape
     f = _working_scale((h, w))
-    small = cv2.resize(img8, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else img8
+    small = resize_area(img8, (max(1, round(w * f)), max(1, round(h * f)))) if f < 1 else img8
     sh, sw = small.shape
     none = ChestSegmentation(content, f, (sh, sw), small=small, source=full)
     if int(small.max()) - int(small.min()) < 20:
         return none
-    t, _ = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    t = otsu_threshold(small)
     tissue = (small > float(np.clip(t, 100, 200))).astype(np.uint8)
-    tissue = cv2.morphologyEx(tissue, cv2.MORPH_OPEN, _KERNEL)
+    tissue = opening(tissue, _KERNEL)
     labels, areas = _components(tissue)
     if len(areas) <= 1:
         return none
@@ -278,10 +277,9 @@ def segment_chest(img8: np.ndarray) -> ChestSegmentation:
     if areas[body_label] < 0.02 * sh * sw:
         return none
     body = labels == body_label
-    hull = np.zeros_like(tissue)
-    cv2.fillConvexPoly(hull, cv2.convexHull(body_outline(body.view(np.uint8))), 1)
+    hull = fill_convex_poly(tissue.shape, convex_hull(body_outline(body.view(np.uint8))), 1)
     dark = ((tissue == 0) & (hull == 1)).astype(np.uint8)
-    dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, _KERNEL)
+    dark = opening(dark, _KERNEL)
     dark_labels, dark_areas = _components(dark)
     return ChestSegmentation(content, f, (sh, sw), body, hull, dark_labels, dark_areas, small, full)
 
@@ -302,7 +300,7 @@ def chest_box(img8: np.ndarray, margin: float = 0.06, seg: ChestSegmentation | N
         return seg.content
     keep = seg.lung_candidates()
     mask = seg.label_mask(keep) if len(keep) else seg.body
-    x0, y0, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    x0, y0, bw, bh = bounding_rect(mask.view(np.uint8))
     x1, y1 = x0 + bw, y0 + bh
     f = seg.scale
     mx, my = margin * (x1 - x0), margin * (y1 - y0)
@@ -328,7 +326,7 @@ def dark_lungs(seg: ChestSegmentation) -> np.ndarray | None:
     cx0, cy0, cx1, cy1 = seg.content
     out = np.zeros(seg.source.shape, bool)
     small = seg.label_mask(keep).view(np.uint8)
-    out[cy0:cy1, cx0:cx1] = cv2.resize(small, (cx1 - cx0, cy1 - cy0), interpolation=cv2.INTER_NEAREST) > 0
+    out[cy0:cy1, cx0:cx1] = resize_nearest(small, (cx1 - cx0, cy1 - cy0)) > 0
     return out
 
 
@@ -336,7 +334,7 @@ def crop_resize(img8: np.ndarray, box: Box, size: int) -> np.ndarray:
     """Crop ``box`` out of ``img8`` and resize to size x size x 3 float32 (0..255)."""
     x0, y0, x1, y1 = box
     crop = img8[y0:y1, x0:x1]
-    small = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    small = resize_area(crop, (size, size))
     return np.repeat(small[:, :, None].astype(np.float32), 3, axis=2)
 
 
@@ -391,9 +389,9 @@ def lung_view(img8: np.ndarray, params: PreprocessParams = PreprocessParams(),
     if mask is None or mask.sum() < MIN_LUNG_SHARE * mask.size:
         return img8, chest_box(img8, params.margin, seg)
     h, w = img8.shape
-    x0, y0, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    x0, y0, bw, bh = bounding_rect(mask.view(np.uint8))
     k = max(1, round(LUNG_DILATE * max(bw, bh)))
-    grown = cv2.dilate(mask.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+    grown = dilate(mask.view(np.uint8), ellipse_kernel(2 * k + 1))
     view = np.where(grown > 0, img8, np.uint8(0))
     mx, my = params.margin * bw, params.margin * bh
     box = (max(0, int(np.floor(x0 - mx))), max(0, int(np.floor(y0 - my))),
@@ -423,7 +421,7 @@ def heatmap_to_slice(cam: np.ndarray, box: Box, shape: tuple[int, int]) -> np.nd
     x0, y0, x1, y1 = (int(v) for v in box)
     if x1 <= x0 or y1 <= y0:
         return out
-    resized = cv2.resize(np.asarray(cam, np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    resized = resize_linear(np.asarray(cam, np.float32), (x1 - x0, y1 - y0))
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
     if cx1 > cx0 and cy1 > cy0:
         out[cy0:cy1, cx0:cx1] = resized[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]

@@ -31,3 +31,12 @@ def apply_window(hu: np.ndarray, center: float, width: float, invert: bool = Fal
     if invert:
         out = 255 - out
     return out
+
+
+def jet_rgb(values: np.ndarray) -> np.ndarray:
+    """The jet colour map (blue - cyan - yellow - red) of uint8 values as (..., 3) uint8 RGB:
+    each channel a clipped triangle, ``1.5 - |4x - c|`` with c = 3, 2, 1 for red, green, blue
+    (MATLAB's jet; within one level of OpenCV's COLORMAP_JET).  Display only."""
+    x = np.asarray(values, np.float32) / 255.0
+    rgb = np.stack([1.5 - np.abs(4.0 * x - c) for c in (3.0, 2.0, 1.0)], axis=-1)
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)

@@ -18,7 +18,7 @@ Decisions:
   ``training/gradcam_tf.py`` computes the same map with TensorFlow's GradientTape, and the
   training tests check they agree within 1e-4.
 - At 80 px input the map is only 3x3: Grad-CAM shows the coarse region, not lesion outlines.
-  Upsampling is bilinear (cv2.INTER_LINEAR, half-pixel centres).
+  Upsampling is bilinear (OpenCV's INTER_LINEAR, half-pixel centres: ``imaging.resize.resize_linear``).
 - hflip TTA: the classifier averages the scores of the slice and its mirror, so the map
   averages the slice's map and the mirror's map flipped back, both after ReLU and before
   normalising.  Both views go through one batched forward pass.
@@ -26,8 +26,9 @@ Decisions:
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from ctviewer.imaging.resize import resize_linear
 
 from .calibration import sigmoid
 
@@ -70,7 +71,7 @@ def finish_map(maps: np.ndarray, tta: bool, size: int) -> np.ndarray:
     cam = maps[0]
     if tta:
         cam = 0.5 * (cam + maps[1][:, ::-1])
-    cam = cv2.resize(np.ascontiguousarray(cam, dtype=np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    cam = resize_linear(np.ascontiguousarray(cam, dtype=np.float32), (size, size))
     cam = np.nan_to_num(np.maximum(cam, 0.0), nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(cam.max())
     if not peak > 1e-12:

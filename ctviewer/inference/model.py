@@ -177,11 +177,12 @@ def _dense_kernel(data: bytes | None, name: str) -> np.ndarray:
     dimension of 2 (convolutions are 4-D, normalisations 1-D)."""
     if data is None:
         raise ModelError(f"{name}: the model's bytes are not kept; cannot read its head")
-    import onnx
-    from onnx import numpy_helper
+    from .onnx_weights import float_initializers
 
-    model = onnx.load_from_string(data)
-    found = [numpy_helper.to_array(t) for t in model.graph.initializer if len(t.dims) == 2 and 2 in tuple(t.dims)]
+    try:
+        found = [a for a in float_initializers(data, rank=2).values() if 2 in a.shape]
+    except ValueError as exc:
+        raise ModelError(f"{name}: cannot read its weights: {exc}") from None
     if len(found) != 1:
         raise ModelError(f"{name}: expected one Dense kernel in the graph, found {len(found)}")
     k = found[0].astype(np.float64)

@@ -60,13 +60,14 @@ def anonymize_file(path: str, patient: str, study_uid: str, series_uid: str, des
 
     folder = dest / deid.patient_id(patient) / _safe(deid.uid(study_uid, patient)) / _safe(deid.uid(series_uid, patient))
     if looks_like_raster(sniff(path)):
-        import cv2
+        from PIL import Image
 
         from ctviewer.imaging.io import load_slices
 
         s = load_slices(path)[0]
         target = folder / (os.path.splitext(deid.file_name(path))[0] + ".png")
-        return _atomic(target, lambda tmp: cv2.imwrite(str(tmp), s.pixels) or _fail("PNG not written"))
+        # A new PNG of the grey pixels alone: no text chunk, no EXIF, nothing of the original file.
+        return _atomic(target, lambda tmp: Image.fromarray(s.pixels, "L").save(tmp, format="PNG"))
     import pydicom
 
     with warnings.catch_warnings():
@@ -79,10 +80,6 @@ def anonymize_file(path: str, patient: str, study_uid: str, series_uid: str, des
 
 def _safe(part: str) -> str:
     return part.replace(":", "-").replace("/", "-")
-
-
-def _fail(message: str):
-    raise OSError(message)
 
 
 def _atomic(target: Path, write) -> Path:

@@ -1,5 +1,5 @@
 """The gate (which slices the model may judge), lung detection, and the study verdict
-(numpy/cv2 only).
+(NumPy only).
 
 The gate
 --------
@@ -50,10 +50,12 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from ctviewer.imaging.lungs import SegmenterError
+from ctviewer.imaging.morphology import erode, median_blur5, opening
+from ctviewer.imaging.polygons import convex_hull, fill_convex_poly, outline_points
+from ctviewer.imaging.resize import resize_nearest
 from ctviewer.imaging.preprocess import ChestSegmentation, PreprocessParams, _components, display8, segment_chest
 from ctviewer.imaging.slice import Slice
 from .records import SliceResult, Verdict
@@ -124,13 +126,13 @@ def _lung_region(seg: ChestSegmentation) -> np.ndarray:
     each with its convex hull, inside the chest (see the module docstring)."""
     assert seg.hull is not None and seg.small is not None
     hull = seg.hull
-    smooth = cv2.medianBlur(np.ascontiguousarray(seg.small), 5)
+    smooth = median_blur5(np.ascontiguousarray(seg.small))
     lungish = ((smooth <= LUNG_LEVEL) & (hull == 1)).view(np.uint8)
-    lungish = cv2.morphologyEx(lungish, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    lungish = opening(lungish, np.ones((3, 3), np.uint8))
     labels, areas = _components(lungish)
     areas[0] = 0
     if _full_field_of_view(seg):
-        edge = (hull == 1) & (cv2.erode(hull, np.ones((3, 3), np.uint8)) == 0)
+        edge = (hull == 1) & (erode(hull, np.ones((3, 3), np.uint8)) == 0)
         areas[np.unique(labels[edge])] = 0
     region = np.zeros(seg.shape, np.uint8)
     if not areas.any():
@@ -138,8 +140,8 @@ def _lung_region(seg: ChestSegmentation) -> np.ndarray:
     sh, sw = seg.shape
     min_area = max(0.002 * sh * sw, min(0.01 * sh * sw, areas.max() / 6))
     for label in np.flatnonzero(areas >= min_area):
-        pts = cv2.findNonZero((labels == label).view(np.uint8))
-        cv2.fillConvexPoly(region, cv2.convexHull(pts), 1)
+        pts = outline_points((labels == label).view(np.uint8))
+        region |= fill_convex_poly(region.shape, convex_hull(pts), 1)
     return region & hull
 
 
@@ -153,10 +155,10 @@ def lung_fraction(s: Slice, img8: np.ndarray | None = None, seg: ChestSegmentati
         seg = segment_chest(img8 if img8 is not None else display8(s, _PARAMS))
     if seg.hull is None or seg.small is None:
         return 0.0
-    area = cv2.countNonZero(seg.hull)
+    area = int(np.count_nonzero(seg.hull))
     if not area:
         return 0.0
-    dark = float(cv2.countNonZero(_lung_region(seg))) / area
+    dark = float(np.count_nonzero(_lung_region(seg))) / area
     return max(dark, _segmenter_fraction(seg, area))
 
 
@@ -180,8 +182,8 @@ def _segmenter_fraction(seg: ChestSegmentation, hull_area: int) -> float:
     cx0, cy0, cx1, cy1 = seg.content
     sh, sw = seg.shape
     lungs = mask[cy0:cy1, cx0:cx1].view(np.uint8)
-    small = cv2.resize(lungs, (sw, sh), interpolation=cv2.INTER_NEAREST)
-    return float(cv2.countNonZero(small & seg.hull)) / hull_area
+    small = resize_nearest(lungs, (sw, sh))
+    return float(np.count_nonzero(small & seg.hull)) / hull_area
 
 
 def is_scout(s: Slice) -> bool:
