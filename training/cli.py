@@ -133,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         from .lung_seg import main as seg_main
 
         return seg_main(args[1:])
+    sub.add_parser("halve", help="store a model package's weights in float16 after a parity check on labelled sources",
+                   add_help=False)
+    if args[:1] == ["halve"]:
+        from .halve import main as halve_main
+
+        return halve_main(args[1:])
     if args[:1] == ["heatmaps"]:
         from .heatmaps import main as heatmaps_main
 
