@@ -359,3 +359,49 @@ def test_no_verdict_is_surer_than_the_reliability_measured_on_unseen_sources():
     Card.extra["study_verdict"]["max_confidence"] = 5.0  # never above MAX_CONFIDENCE
     assert study_verdict(strong, calibration=StudyCalibration.from_card(Card())).confidence <= 0.99
     assert study_verdict(_results(0, 300)).confidence == 0.9
+
+
+@pytest.mark.shared_data
+def test_the_gate_asks_the_segmenter_only_when_the_threshold_does_not_admit(SHARED_DATA, monkeypatch):
+    """Issue 24: the lung segmenter runs only for slices the dark threshold does not admit, and
+    the gate's decision is exactly that of the larger of the two shares, on real slices of
+    every kind: expert-masked COVID lungs (some admitted only by the segmenter), a full
+    Lung-PET-CT-Dx series (apex, neck and abdomen slices included), dataset PNGs, head CT."""
+    from ctviewer.imaging import preprocess
+    from ctviewer.imaging.preprocess import display8, segment_chest
+    from ctviewer.studies import verdict
+
+    paths = (sorted(glob.glob(str(SHARED_DATA / "lung-masks" / "ct" / "*.png")))[::8]
+             + sorted(glob.glob(str(SHARED_DATA / "dicom" / "Lung-PET-CT-Dx" / "*A0001*" / "**" / "*.dcm"),
+                             recursive=True))
+             + sorted(glob.glob(str(SHARED_DATA / "sarscov2-dev" / "non-COVID" / "*.png")))[:10]
+             + sorted(glob.glob(str(SHARED_DATA / "dicom" / "dcm_qa_ct" / "**" / "GE" / "**" / "*.dcm"),
+                                recursive=True))[::4])
+    assert len(paths) > 80
+    runs = []
+    real_lungs = preprocess.ChestSegmentation.lungs
+    monkeypatch.setattr(preprocess.ChestSegmentation, "lungs", lambda self: runs.append(1) or real_lungs(self))
+    kinds = {"threshold": 0, "segmenter": 0, "neither": 0}
+    for p in paths:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s = load_slices(p)[0]
+        img8 = display8(s, verdict._PARAMS)
+        seg = segment_chest(img8)
+        before = len(runs)
+        fraction = lung_fraction(s, img8, seg)
+        if seg.hull is None or not seg.hull.any():
+            continue
+        area = int(np.count_nonzero(seg.hull))
+        dark = float(np.count_nonzero(verdict._lung_region(seg))) / area
+        full = max(dark, verdict._segmenter_fraction(seg, area))  # the rule before issue 24
+        assert (fraction >= LUNG_MIN_FRACTION) == (full >= LUNG_MIN_FRACTION), p
+        if dark >= LUNG_MIN_FRACTION:
+            assert len(runs) == before + 1 and fraction == dark, p  # only the explicit call above
+            kinds["threshold"] += 1
+        else:
+            assert fraction == full, p
+            kinds["segmenter" if full >= LUNG_MIN_FRACTION else "neither"] += 1
+    print(f"\ngate on {len(paths)} real slices: admitted by the threshold {kinds['threshold']}, "
+          f"by the segmenter {kinds['segmenter']}, by neither {kinds['neither']}")
+    assert kinds["threshold"] and kinds["segmenter"] and kinds["neither"]

@@ -33,10 +33,14 @@ decides the crop puts ground glass with soft tissue, which made the sickest lung
 are air outside the body.  Each component counts with its **convex hull** (clipped to
 the chest): consolidation (0..50 HU, as dense as muscle) in the dependent lung is
 enclosed by the crescent of aerated or ground-glass lung in front of it.  The
-fraction is that area / the chest's area, or the share of the chest that the learned lung
-segmenter (``imaging.lungs``) calls lung when that is larger (white lungs, consolidation
-reaching the pleura: on the 404 expert-masked COVID slices of ``../shared/data/lung-masks``
-the threshold alone admitted 94.8 %); 0.0 when there is no body.
+fraction is that area / the chest's area; when that is under ``LUNG_MIN_FRACTION``, the
+share of the chest that the learned lung segmenter (``imaging.lungs``) calls lung if that is
+larger (white lungs, consolidation reaching the pleura: on the 404 expert-masked COVID slices
+of ``../shared/data/lung-masks`` the threshold alone admitted 94.8 %); 0.0 when there is no
+body.  The segmenter is asked only when the threshold's share does not admit the slice: the
+gate's decision is the same as with the larger of the two always (``max(d, s) >= T`` exactly
+when ``d >= T`` or ``s >= T``), and a slice the threshold admits costs no network run (it was
+two thirds of a slice's reading time: issue 24, benchmarks/README.md).
 
 Study verdict
 -------------
@@ -146,7 +150,9 @@ def _lung_region(seg: ChestSegmentation) -> np.ndarray:
 
 
 def lung_fraction(s: Slice, img8: np.ndarray | None = None, seg: ChestSegmentation | None = None) -> float:
-    """Share of the chest (convex hull of the body) that is lung; 0.0 without a body.
+    """Share of the chest (convex hull of the body) that is lung, as the gate measures it: the
+    dark-threshold share, or when that is under ``LUNG_MIN_FRACTION`` the larger of it and the
+    lung segmenter's share; 0.0 without a body.
 
     ``img8``: the slice already in the lung window (``display8(s, PreprocessParams())``), and
     ``seg`` its ``segment_chest``, when the caller has them (the batch engine computes both
@@ -159,6 +165,8 @@ def lung_fraction(s: Slice, img8: np.ndarray | None = None, seg: ChestSegmentati
     if not area:
         return 0.0
     dark = float(np.count_nonzero(_lung_region(seg))) / area
+    if dark >= LUNG_MIN_FRACTION:
+        return dark
     return max(dark, _segmenter_fraction(seg, area))
 
 
