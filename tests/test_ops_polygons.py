@@ -196,6 +196,208 @@ def test_fill_rejects_no_vertices():
         fill_convex_poly((4, 4), np.zeros((0, 2), np.int32))
 
 
+# ----------------------------------------------------------------------------- fill: vectorised vs the per-edge reference
+
+_XY_SHIFT = 16
+_XY_ONE = 1 << _XY_SHIFT
+
+
+def _ref_trunc_div(a: int, b: int) -> int:
+    """C integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def _ref_clip_line(w: int, h: int, x1: int, y1: int, x2: int, y2: int):
+    """OpenCV's ``clipLine`` (reference)."""
+    if w <= 0 or h <= 0:
+        return None
+    right, bottom = w - 1, h - 1
+    c1 = (x1 < 0) + (x1 > right) * 2 + (y1 < 0) * 4 + (y1 > bottom) * 8
+    c2 = (x2 < 0) + (x2 > right) * 2 + (y2 < 0) * 4 + (y2 > bottom) * 8
+    if (c1 & c2) == 0 and (c1 | c2) != 0:
+        if c1 & 12:
+            a = 0 if c1 < 8 else bottom
+            x1 += int(float(a - y1) * (x2 - x1) / (y2 - y1))
+            y1 = a
+            c1 = (x1 < 0) + (x1 > right) * 2
+        if c2 & 12:
+            a = 0 if c2 < 8 else bottom
+            x2 += int(float(a - y2) * (x2 - x1) / (y2 - y1))
+            y2 = a
+            c2 = (x2 < 0) + (x2 > right) * 2
+        if (c1 & c2) == 0 and (c1 | c2) != 0:
+            if c1:
+                a = 0 if c1 == 1 else right
+                y1 += int(float(a - x1) * (y2 - y1) / (x2 - x1))
+                x1 = a
+                c1 = 0
+            if c2:
+                a = 0 if c2 == 1 else right
+                y2 += int(float(a - x2) * (y2 - y1) / (x2 - x1))
+                x2 = a
+                c2 = 0
+    if c1 | c2:
+        return None
+    return x1, y1, x2, y2
+
+
+def _ref_line8(w: int, h: int, x1: int, y1: int, x2: int, y2: int):
+    """OpenCV's LINE_8 ``Line`` of one edge, clipped (reference)."""
+    if not (0 <= x1 < w and 0 <= x2 < w and 0 <= y1 < h and 0 <= y2 < h):
+        c = _ref_clip_line(w, h, x1, y1, x2, y2)
+        if c is None:
+            return None
+        x1, y1, x2, y2 = c
+    dx, dy = x2 - x1, y2 - y1
+    if dx < 0:  # left_to_right
+        dx, dy = -dx, -dy
+        x1, y1 = x2, y2
+    sy = -1 if dy < 0 else 1
+    dy = abs(dy)
+    vert = dy > dx
+    if vert:
+        dx, dy = dy, dx
+    k = np.arange(dx + 1, dtype=np.int64)
+    m = -((dx - 2 * dy * k) // (2 * dx)) if dx > 0 else np.zeros(1, np.int64)
+    if vert:
+        return x1 + m, y1 + sy * k
+    return x1 + k, y1 + sy * m
+
+
+def ref_fill_convex_poly(shape: tuple[int, int], vertices: np.ndarray, value: int = 1) -> np.ndarray:
+    """The per-edge implementation that ``fill_convex_poly`` replaced (kept as a reference)."""
+    h, w = (int(s) for s in shape)
+    v = np.asarray(vertices)
+    if v.size == 0:
+        raise ValueError("fill_convex_poly needs at least one vertex")
+    v = v.reshape(-1, 2).astype(np.int64)
+    if not 0 <= int(value) <= 255:
+        raise ValueError(f"value {value} does not fit uint8")
+    vx = v[:, 0].tolist()
+    vy = v[:, 1].tolist()
+    n = len(vx)
+    out = np.zeros((h, w), np.uint8)
+    if h <= 0 or w <= 0:
+        return out
+    value = int(value)
+
+    # --- the spans (FillConvexPoly's scan), as (first row, rows, x0, dx) per walker state
+    ymin = min(vy)
+    imin = vy.index(ymin)
+    ymax, xmin, xmax = max(vy), min(vx), max(vx)
+    if n >= 3 and not (xmax < 0 or ymax < 0 or xmin >= w or ymin >= h):
+        ymax = min(ymax, h - 1)
+        e_idx = [imin, imin]
+        e_di = [1, n - 1]
+        e_x = [-_XY_ONE, -_XY_ONE]
+        e_dx = [0, 0]
+        e_ye = [ymin, ymin]
+        edges = n
+        y = ymin
+        row_parts = []
+        x0_parts = []
+        x1_parts = []
+        while True:
+            for i in (0, 1):
+                if y >= e_ye[i]:
+                    idx0 = e_idx[i]
+                    di = e_di[i]
+                    idx = idx0 + di
+                    if idx >= n:
+                        idx -= n
+                    while True:
+                        ok = edges > 0
+                        edges -= 1
+                        if not ok:
+                            break
+                        ty = vy[idx]
+                        if ty > y:
+                            xs = vx[idx0] << _XY_SHIFT
+                            xe = vx[idx] << _XY_SHIFT
+                            e_ye[i] = ty
+                            e_dx[i] = _ref_trunc_div((xe - xs) * 2 + (ty - y), 2 * (ty - y))
+                            e_x[i] = xs
+                            e_idx[i] = idx
+                            break
+                        idx0 = idx
+                        idx += di
+                        if idx >= n:
+                            idx -= n
+            if edges < 0:
+                break
+            y_next = min(e_ye[0], e_ye[1], ymax + 1)
+            lo = max(y, 0)
+            if lo < y_next:
+                k = np.arange(lo - y, y_next - y, dtype=np.int64)
+                row_parts.append(k + y)
+                x0_parts.append(e_x[0] + k * e_dx[0])
+                x1_parts.append(e_x[1] + k * e_dx[1])
+            e_x[0] += (y_next - y) * e_dx[0]
+            e_x[1] += (y_next - y) * e_dx[1]
+            y = y_next
+            if y > ymax:
+                break
+        if row_parts:
+            rows = np.concatenate(row_parts)
+            xa = np.concatenate(x0_parts)
+            xb = np.concatenate(x1_parts)
+            half = _XY_ONE >> 1
+            xx1 = (np.minimum(xa, xb) + half) >> _XY_SHIFT
+            xx2 = (np.maximum(xa, xb) + half) >> _XY_SHIFT
+            ok = (xx2 >= 0) & (xx1 < w)
+            rows, xx1, xx2 = rows[ok], np.maximum(xx1[ok], 0), np.minimum(xx2[ok], w - 1)
+            if rows.size:
+                r0, r1 = int(rows.min()), int(rows.max()) + 1
+                band = np.zeros((r1 - r0, w + 1), np.int8)
+                band[rows - r0, xx1] = 1
+                band[rows - r0, xx2 + 1] -= 1
+                out[r0:r1] = np.cumsum(band[:, :w], axis=1, dtype=np.int8).view(np.uint8) * np.uint8(value)
+
+    # --- the LINE_8 outline, drawn for every edge v[i-1] -> v[i]
+    px, py = [], []
+    for i in range(n):
+        seg = _ref_line8(w, h, vx[i - 1], vy[i - 1], vx[i], vy[i])
+        if seg is not None:
+            px.append(seg[0])
+            py.append(seg[1])
+    if px:
+        out[np.concatenate(py), np.concatenate(px)] = value
+    return out
+
+
+def test_fill_matches_the_per_edge_reference_for_any_vertex_order():
+    # arbitrary vertex lists (not convex, repeated, crossing and outside the image): the
+    # vectorised walk and outline must give what the per-edge port gave, pixel for pixel
+    rng = np.random.default_rng(17)
+    for t in range(1500):
+        h, w = (int(s) for s in rng.integers(1, 90, 2))
+        n = int(rng.integers(1, 14))
+        m = int(rng.choice([0, 3, 40, 400]))
+        pts = np.stack([rng.integers(-m, w + m, n), rng.integers(-m, h + m, n)], 1).astype(np.int32)
+        value = int(rng.choice([1, 255, 9]))
+        np.testing.assert_array_equal(
+            fill_convex_poly((h, w), pts, value), ref_fill_convex_poly((h, w), pts, value), err_msg=f"{t} {(h, w)} {pts.tolist()}"
+        )
+
+
+def test_fill_of_random_hulls_matches_cv2_and_the_reference_up_to_512():
+    rng = np.random.default_rng(18)
+    for t in range(300):
+        h, w = (int(s) for s in rng.integers(1, 513, 2))
+        n = int(rng.integers(3, 300))
+        th = rng.uniform(0, 2 * np.pi, n)
+        c = rng.uniform(-0.2, 1.2, 2) * [w, h]
+        r = rng.uniform(1, 1.2 * max(w, h), 2)
+        pts = np.stack([c[0] + r[0] * np.cos(th), c[1] + r[1] * np.sin(th)], 1).round().astype(np.int32)
+        if t % 3 == 0:
+            pts = np.clip(pts, 0, [w - 1, h - 1]).astype(np.int32)
+        hull = cv2.convexHull(pts)
+        got = fill_convex_poly((h, w), hull, 255)
+        np.testing.assert_array_equal(got, cv_fill((h, w), hull, 255), err_msg=f"{t} {(h, w)}")
+        np.testing.assert_array_equal(got, ref_fill_convex_poly((h, w), hull, 255), err_msg=f"{t} {(h, w)}")
+
+
 # ----------------------------------------------------------------------------- CLAHE
 
 

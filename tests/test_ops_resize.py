@@ -7,6 +7,7 @@ resize_area / resize_nearest must be bit-exact (uint8); resize_linear must agree
 from __future__ import annotations
 
 import ast
+import math
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,69 @@ def test_area_extremes_and_same_size():
     # a non-contiguous view
     view = _u8(rng, 300, 200)[10:190:, 5:295]
     _assert_same(resize_area(view, (128, 128)), cv2.resize(view, (128, 128), interpolation=cv2.INTER_AREA))
+
+
+def _area_tab_loop(ssize, dsize, scale):
+    """The scalar ``computeResizeAreaTab`` port that ``rz._area_tab`` replaced (the reference
+    for the vectorised table: same indices, same float32 weights, same padding)."""
+    entries = []
+    for dx in range(dsize):
+        fsx1 = dx * scale
+        fsx2 = fsx1 + scale
+        cell_width = min(scale, ssize - fsx1)
+        sx1 = math.ceil(fsx1)
+        sx2 = math.floor(fsx2)
+        sx2 = min(sx2, ssize - 1)
+        sx1 = min(sx1, sx2)
+        row = []
+        if sx1 - fsx1 > 1e-3:
+            row.append((sx1 - 1, (sx1 - fsx1) / cell_width))
+        for sx in range(sx1, sx2):
+            row.append((sx, 1.0 / cell_width))
+        if fsx2 - sx2 > 1e-3:
+            row.append((sx2, min(min(fsx2 - sx2, 1.0), cell_width) / cell_width))
+        entries.append(row)
+    k = max(len(r) for r in entries)
+    idx = np.zeros((dsize, k), dtype=np.intp)
+    wgt = np.zeros((dsize, k), dtype=np.float32)
+    for dx, row in enumerate(entries):
+        for j, (si, a) in enumerate(row):
+            idx[dx, j] = si
+            wgt[dx, j] = a
+    return idx, wgt
+
+
+def _area_tab_pairs():
+    pairs = [(s, d) for s in range(1, 65) for d in range(1, s + 1)]  # every shrink up to 64
+    rng = np.random.default_rng(77)
+    for _ in range(1500):  # the app's range: a PNG or crop box to 80..512, and odd ratios
+        s = int(rng.integers(2, 1100))
+        pairs.append((s, int(rng.integers(1, s + 1))))
+    for s in (236, 343, 400, 518, 512, 1024):
+        pairs += [(s, d) for d in (80, 128, 198, 200, 256) if d <= s]
+    return pairs
+
+
+def test_area_tab_matches_scalar_loop():
+    vec = rz._area_tab.__wrapped__  # bypass the cache
+    pairs = _area_tab_pairs()
+    assert len(pairs) > 3000
+    for ssize, dsize in pairs:
+        scale = 1.0 / (dsize / ssize)  # as cv::hal::resize computes it
+        ref_i, ref_w = _area_tab_loop(ssize, dsize, scale)
+        idx, wgt = vec(ssize, dsize, scale)
+        assert idx.dtype == np.intp and wgt.dtype == np.float32, (ssize, dsize)
+        assert idx.shape == ref_i.shape and np.array_equal(idx, ref_i), (ssize, dsize)
+        assert np.array_equal(wgt.view(np.uint32), ref_w.view(np.uint32)), (ssize, dsize)
+    # scales below 1 never reach the table in resize_area, but the port agrees there too
+    rng = np.random.default_rng(78)
+    for _ in range(200):
+        ssize = int(rng.integers(1, 300))
+        dsize = int(rng.integers(ssize, 900))
+        scale = 1.0 / (dsize / ssize)
+        ref_i, ref_w = _area_tab_loop(ssize, dsize, scale)
+        idx, wgt = vec(ssize, dsize, scale)
+        assert np.array_equal(idx, ref_i) and np.array_equal(wgt.view(np.uint32), ref_w.view(np.uint32))
 
 
 NEAREST = [

@@ -300,8 +300,9 @@ def fill_convex_poly(shape: tuple[int, int], vertices: np.ndarray, value: int = 
     its outline only), rows above 0 skipped and rows below the image cut off.  Fewer than 3
     vertices draw only the outline (a point or a segment), as in OpenCV.  The vertices are
     used in the order given, as OpenCV does; for the convex polygons OpenCV is meant for
-    (``cv2.convexHull`` / ``convex_hull`` output) the result is exact.  The edge walk is
-    evaluated per edge and the spans are filled with NumPy.
+    (``cv2.convexHull`` / ``convex_hull`` output) the result is exact.  The edge walk runs
+    in plain Python over the vertices (one step per edge); the spans and the outline of all
+    edges at once are evaluated with NumPy (see ``_outline8``).
 
     ``vertices``: (N, 2) or (N, 1, 2) integers, N >= 1 (cv2 rejects an empty array).
     """
@@ -312,96 +313,187 @@ def fill_convex_poly(shape: tuple[int, int], vertices: np.ndarray, value: int = 
     v = v.reshape(-1, 2).astype(np.int64)
     if not 0 <= int(value) <= 255:
         raise ValueError(f"value {value} does not fit uint8")
-    vx = v[:, 0].tolist()
-    vy = v[:, 1].tolist()
-    n = len(vx)
     out = np.zeros((h, w), np.uint8)
     if h <= 0 or w <= 0:
         return out
     value = int(value)
+    vx = v[:, 0].tolist()
+    vy = v[:, 1].tolist()
+    n = len(vx)
 
-    # --- the spans (FillConvexPoly's scan), as (first row, rows, x0, dx) per walker state
+    # --- the spans (FillConvexPoly's scan): per walker state (first row, end row, x, dx)
     ymin = min(vy)
-    imin = vy.index(ymin)
-    ymax, xmin, xmax = max(vy), min(vx), max(vx)
+    ymax0, xmin, xmax = max(vy), min(vx), max(vx)
+    ymax = ymax0
     if n >= 3 and not (xmax < 0 or ymax < 0 or xmin >= w or ymin >= h):
         ymax = min(ymax, h - 1)
-        e_idx = [imin, imin]
-        e_di = [1, n - 1]
-        e_x = [-_XY_ONE, -_XY_ONE]
-        e_dx = [0, 0]
-        e_ye = [ymin, ymin]
+        imin = vy.index(ymin)
+        # the two walkers as plain locals: index, direction, x, dx and end row of each
+        idx_l = idx_r = imin
+        x_l = x_r = -_XY_ONE
+        dx_l = dx_r = 0
+        ye_l = ye_r = ymin
         edges = n
         y = ymin
-        row_parts = []
-        x0_parts = []
-        x1_parts = []
+        seg_y, seg_lo, seg_hi, seg_xl, seg_dl, seg_xr, seg_dr = [], [], [], [], [], [], []
         while True:
-            for i in (0, 1):
-                if y >= e_ye[i]:
-                    idx0 = e_idx[i]
-                    di = e_di[i]
-                    idx = idx0 + di
+            if y >= ye_l:  # walker 0: forward through the vertex list
+                idx0 = idx_l
+                idx = idx0 + 1
+                if idx >= n:
+                    idx -= n
+                while True:
+                    ok = edges > 0
+                    edges -= 1
+                    if not ok:
+                        break
+                    ty = vy[idx]
+                    if ty > y:
+                        xs = vx[idx0] << _XY_SHIFT
+                        num = ((vx[idx] << _XY_SHIFT) - xs) * 2 + (ty - y)
+                        den = 2 * (ty - y)
+                        dx_l = num // den if num >= 0 else -((-num) // den)  # C division
+                        ye_l = ty
+                        x_l = xs
+                        idx_l = idx
+                        break
+                    idx0 = idx
+                    idx += 1
                     if idx >= n:
                         idx -= n
-                    while True:
-                        ok = edges > 0
-                        edges -= 1
-                        if not ok:
-                            break
-                        ty = vy[idx]
-                        if ty > y:
-                            xs = vx[idx0] << _XY_SHIFT
-                            xe = vx[idx] << _XY_SHIFT
-                            e_ye[i] = ty
-                            e_dx[i] = _trunc_div((xe - xs) * 2 + (ty - y), 2 * (ty - y))
-                            e_x[i] = xs
-                            e_idx[i] = idx
-                            break
-                        idx0 = idx
-                        idx += di
-                        if idx >= n:
-                            idx -= n
+            if y >= ye_r:  # walker 1: backward (di = n - 1)
+                idx0 = idx_r
+                idx = idx0 + n - 1
+                if idx >= n:
+                    idx -= n
+                while True:
+                    ok = edges > 0
+                    edges -= 1
+                    if not ok:
+                        break
+                    ty = vy[idx]
+                    if ty > y:
+                        xs = vx[idx0] << _XY_SHIFT
+                        num = ((vx[idx] << _XY_SHIFT) - xs) * 2 + (ty - y)
+                        den = 2 * (ty - y)
+                        dx_r = num // den if num >= 0 else -((-num) // den)
+                        ye_r = ty
+                        x_r = xs
+                        idx_r = idx
+                        break
+                    idx0 = idx
+                    idx += n - 1
+                    if idx >= n:
+                        idx -= n
             if edges < 0:
                 break
-            y_next = min(e_ye[0], e_ye[1], ymax + 1)
-            lo = max(y, 0)
+            y_next = min(ye_l, ye_r, ymax + 1)
+            lo = y if y > 0 else 0
             if lo < y_next:
-                k = np.arange(lo - y, y_next - y, dtype=np.int64)
-                row_parts.append(k + y)
-                x0_parts.append(e_x[0] + k * e_dx[0])
-                x1_parts.append(e_x[1] + k * e_dx[1])
-            e_x[0] += (y_next - y) * e_dx[0]
-            e_x[1] += (y_next - y) * e_dx[1]
+                seg_y.append(y)
+                seg_lo.append(lo)
+                seg_hi.append(y_next)
+                seg_xl.append(x_l)
+                seg_dl.append(dx_l)
+                seg_xr.append(x_r)
+                seg_dr.append(dx_r)
+            x_l += (y_next - y) * dx_l
+            x_r += (y_next - y) * dx_r
             y = y_next
             if y > ymax:
                 break
-        if row_parts:
-            rows = np.concatenate(row_parts)
-            xa = np.concatenate(x0_parts)
-            xb = np.concatenate(x1_parts)
-            half = _XY_ONE >> 1
-            xx1 = (np.minimum(xa, xb) + half) >> _XY_SHIFT
-            xx2 = (np.maximum(xa, xb) + half) >> _XY_SHIFT
-            ok = (xx2 >= 0) & (xx1 < w)
-            rows, xx1, xx2 = rows[ok], np.maximum(xx1[ok], 0), np.minimum(xx2[ok], w - 1)
-            if rows.size:
-                r0, r1 = int(rows.min()), int(rows.max()) + 1
-                band = np.zeros((r1 - r0, w + 1), np.int8)
-                band[rows - r0, xx1] = 1
-                band[rows - r0, xx2 + 1] -= 1
-                out[r0:r1] = np.cumsum(band[:, :w], axis=1, dtype=np.int8).view(np.uint8) * np.uint8(value)
+        if seg_y:
+            _fill_spans(out, value, seg_y, seg_lo, seg_hi, seg_xl, seg_dl, seg_xr, seg_dr)
 
     # --- the LINE_8 outline, drawn for every edge v[i-1] -> v[i]
-    px, py = [], []
-    for i in range(n):
-        seg = _line8(w, h, vx[i - 1], vy[i - 1], vx[i], vy[i])
-        if seg is not None:
-            px.append(seg[0])
-            py.append(seg[1])
-    if px:
-        out[np.concatenate(py), np.concatenate(px)] = value
+    inside = xmin >= 0 and ymin >= 0 and xmax < w and ymax0 < h
+    flat = _outline8(w, h, v, inside)
+    if flat is not None:
+        out.ravel()[flat] = value
     return out
+
+
+def _fill_spans(out, value, seg_y, seg_lo, seg_hi, seg_xl, seg_dl, seg_xr, seg_dr) -> None:
+    """Set the rows lo..hi-1 of each walker segment of ``out`` to ``value`` between its two
+    walkers' x (16.16 fixed point, x + (row - y) * dx; rounded and clipped as FillConvexPoly
+    does) and to 0 elsewhere.  The segments' rows are contiguous and ascending."""
+    w = out.shape[1]
+    r0 = seg_lo[0]
+    total = seg_hi[-1] - r0
+    rows = np.arange(r0, r0 + total, dtype=np.int64)
+    if len(seg_y) == 1:
+        k = rows - seg_y[0]
+        xa = seg_xl[0] + k * seg_dl[0]
+        xb = seg_xr[0] + k * seg_dr[0]
+    else:
+        cnt = np.subtract(seg_hi, seg_lo)
+        rep = np.repeat(np.array([seg_y, seg_xl, seg_dl, seg_xr, seg_dr], np.int64).T, cnt, axis=0)
+        k = rows - rep[:, 0]
+        xa = rep[:, 1] + k * rep[:, 2]
+        xb = rep[:, 3] + k * rep[:, 4]
+    half = _XY_ONE >> 1
+    xx1 = (np.minimum(xa, xb) + half) >> _XY_SHIFT
+    xx2 = (np.maximum(xa, xb) + half) >> _XY_SHIFT
+    np.maximum(xx1, 0, out=xx1)
+    np.minimum(xx2, w - 1, out=xx2)
+    width = xx2 - xx1
+    empty = width < 0  # also the spans entirely left or right of the image
+    xx1[empty] = w
+    width[empty] = 0
+    # column c is in the span when (c - xx1) as an unsigned number is <= width
+    if w < (1 << 15):
+        it, ut = np.int16, np.uint16
+    else:
+        it, ut = np.int64, np.uint64
+    cols = np.arange(w, dtype=it)
+    diff = np.subtract(cols, xx1.astype(it)[:, None])
+    band = out[r0 : r0 + total]
+    np.less_equal(diff.view(ut), width.astype(ut)[:, None], out=band.view(np.bool_))
+    if value != 1:
+        band *= np.uint8(value)
+
+
+def _outline8(w: int, h: int, v: np.ndarray, inside: bool):
+    """Flat indices (into a C-ordered h x w image) of the pixels of OpenCV's
+    ``Line(img, v[i-1], v[i], color, 8)`` for every i: the pixels ``_line8`` gives edge by
+    edge, evaluated for all the edges at once (some may repeat); None when nothing is
+    drawn.  ``inside``: every vertex is in the image, so no edge needs ``clipLine``;
+    otherwise the edges with an end outside are clipped one by one first."""
+    x2 = v[:, 0]
+    y2 = v[:, 1]
+    x1 = np.concatenate([x2[-1:], x2[:-1]])
+    y1 = np.concatenate([y2[-1:], y2[:-1]])
+    if not inside:
+        ok = (x1 >= 0) & (x1 < w) & (x2 >= 0) & (x2 < w) & (y1 >= 0) & (y1 < h) & (y2 >= 0) & (y2 < h)
+        keep = ok.copy()
+        x1, y1, x2, y2 = x1.copy(), y1.copy(), x2.copy(), y2.copy()
+        for i in np.flatnonzero(~ok).tolist():
+            c = _clip_line(w, h, int(x1[i]), int(y1[i]), int(x2[i]), int(y2[i]))
+            if c is not None:
+                x1[i], y1[i], x2[i], y2[i] = c
+                keep[i] = True
+        if not keep.any():
+            return None
+        x1, y1, x2, y2 = x1[keep], y1[keep], x2[keep], y2[keep]
+    dx = x2 - x1
+    dy = y2 - y1
+    swap = dx < 0  # left_to_right: walk from the end with the smaller x
+    base = np.where(swap, y2 * w + x2, y1 * w + x1)
+    ystep = np.where(swap == (dy > 0), -w, w)  # the sign of y's step (irrelevant when dy = 0)
+    dx = np.abs(dx)
+    dy = np.abs(dy)
+    vert = dy > dx
+    major = np.maximum(dx, dy)[:, None]
+    minor2 = 2 * np.minimum(dx, dy)[:, None]
+    den = np.maximum(2 * major, 1)
+    kstep = np.where(vert, ystep, 1)[:, None]  # one step along the major axis
+    mstep = np.where(vert, 1, ystep)[:, None]  # one step along the minor axis
+    # pixel k of an edge, for k past its end the last pixel again
+    k = np.minimum(np.arange(int(major.max()) + 1), major)
+    # after k steps along the major axis the minor one has moved ceil((2 dy k - dx) / (2 dx))
+    # times (0 for a single-pixel edge, where dx = dy = k = 0), i.e. -m with m = (dx - 2 dy k) // (2 dx)
+    m = (major - minor2 * k) // den
+    return (base[:, None] + k * kstep - m * mstep).ravel()
 
 
 # --------------------------------------------------------------------------- CLAHE

@@ -20,7 +20,6 @@ NumPy only: this module must not import cv2 (the tests compare against it).
 
 from __future__ import annotations
 
-import math
 import sys
 from functools import lru_cache
 
@@ -115,33 +114,38 @@ def _area_scales(sw: int, sh: int, dw: int, dh: int):
 @lru_cache(maxsize=256)
 def _area_tab(ssize: int, dsize: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """``computeResizeAreaTab`` as a dense table: per output index, the source indices and
-    float32 weights in OpenCV's accumulation order, right-padded with weight 0 (adding
-    ``0 * pixel`` to a float32 sum leaves it bit-identical, so the padding is harmless)."""
-    entries: list[list[tuple[int, float]]] = []
-    for dx in range(dsize):
-        fsx1 = dx * scale
-        fsx2 = fsx1 + scale
-        cell_width = min(scale, ssize - fsx1)
-        sx1 = math.ceil(fsx1)
-        sx2 = math.floor(fsx2)
-        sx2 = min(sx2, ssize - 1)
-        sx1 = min(sx1, sx2)
-        row: list[tuple[int, float]] = []
-        if sx1 - fsx1 > 1e-3:
-            row.append((sx1 - 1, (sx1 - fsx1) / cell_width))
-        for sx in range(sx1, sx2):
-            row.append((sx, 1.0 / cell_width))
-        if fsx2 - sx2 > 1e-3:
-            row.append((sx2, min(min(fsx2 - sx2, 1.0), cell_width) / cell_width))
-        entries.append(row)
-    k = max(len(r) for r in entries)
-    idx = np.zeros((dsize, k), dtype=np.intp)
-    wgt = np.zeros((dsize, k), dtype=np.float32)
-    for dx, row in enumerate(entries):
-        for j, (si, a) in enumerate(row):
-            idx[dx, j] = si
-            wgt[dx, j] = a  # (float) cast of the double weight: round to nearest
-    return _readonly(idx, wgt)
+    float32 weights in OpenCV's accumulation order, right-padded with index 0 and weight 0
+    (adding ``0 * pixel`` to a float32 sum leaves it bit-identical, so the padding is
+    harmless).  Per output index ``dx``, in double as in OpenCV:
+
+        fsx1 = dx*scale; fsx2 = fsx1 + scale; cellWidth = min(scale, ssize - fsx1)
+        sx1 = ceil(fsx1); sx2 = min(floor(fsx2), ssize-1); sx1 = min(sx1, sx2)
+        [sx1-1: (sx1 - fsx1)/cellWidth          if sx1 - fsx1 > 1e-3]
+        sx1 .. sx2-1: 1/cellWidth
+        [sx2: min(min(fsx2 - sx2, 1), cellWidth)/cellWidth   if fsx2 - sx2 > 1e-3]
+
+    Vectorised over ``dx``: every double is the same IEEE operation on the same operands as
+    the scalar loop (integers below 2**53 are exact in float64), then one float32 rounding.
+    """
+    fsx1 = np.arange(dsize, dtype=np.float64) * scale
+    fsx2 = fsx1 + scale
+    cell = np.minimum(scale, ssize - fsx1)
+    sx2 = np.minimum(np.floor(fsx2), ssize - 1)
+    sx1 = np.minimum(np.ceil(fsx1), sx2)
+    left = sx1 - fsx1
+    right = fsx2 - sx2
+    has_l = left > 1e-3
+    # A row's source indices are consecutive: [sx1-1 if has_l], sx1 .. sx2-1, [sx2 if has_r].
+    first = sx1.astype(np.intp) - has_l
+    rpos = (sx2 - first).astype(np.intp)  # the column of sx2 (kept where fsx2 - sx2 > 1e-3)
+    count = rpos + (right > 1e-3)
+    j = np.arange(int(count.max()), dtype=np.intp)
+    inside = j < count[:, None]
+    idx = np.where(inside, first[:, None] + j, 0)
+    wr = np.minimum(np.minimum(right, 1.0), cell) / cell
+    wgt = np.where(j < rpos[:, None], (1.0 / cell)[:, None], np.where(inside, wr[:, None], 0.0))
+    wgt[:, 0] = np.where(has_l, left / cell, wgt[:, 0])
+    return _readonly(idx, wgt.astype(np.float32))  # (float) cast: round to nearest
 
 
 def _area_general(
