@@ -338,53 +338,9 @@ def fill_convex_poly(shape: tuple[int, int], vertices: np.ndarray, value: int = 
         seg_y, seg_lo, seg_hi, seg_xl, seg_dl, seg_xr, seg_dr = [], [], [], [], [], [], []
         while True:
             if y >= ye_l:  # walker 0: forward through the vertex list
-                idx0 = idx_l
-                idx = idx0 + 1
-                if idx >= n:
-                    idx -= n
-                while True:
-                    ok = edges > 0
-                    edges -= 1
-                    if not ok:
-                        break
-                    ty = vy[idx]
-                    if ty > y:
-                        xs = vx[idx0] << _XY_SHIFT
-                        num = ((vx[idx] << _XY_SHIFT) - xs) * 2 + (ty - y)
-                        den = 2 * (ty - y)
-                        dx_l = num // den if num >= 0 else -((-num) // den)  # C division
-                        ye_l = ty
-                        x_l = xs
-                        idx_l = idx
-                        break
-                    idx0 = idx
-                    idx += 1
-                    if idx >= n:
-                        idx -= n
+                idx_l, x_l, dx_l, ye_l, edges = _walk(vx, vy, idx_l, 1, y, edges, idx_l, x_l, dx_l, ye_l)
             if y >= ye_r:  # walker 1: backward (di = n - 1)
-                idx0 = idx_r
-                idx = idx0 + n - 1
-                if idx >= n:
-                    idx -= n
-                while True:
-                    ok = edges > 0
-                    edges -= 1
-                    if not ok:
-                        break
-                    ty = vy[idx]
-                    if ty > y:
-                        xs = vx[idx0] << _XY_SHIFT
-                        num = ((vx[idx] << _XY_SHIFT) - xs) * 2 + (ty - y)
-                        den = 2 * (ty - y)
-                        dx_r = num // den if num >= 0 else -((-num) // den)
-                        ye_r = ty
-                        x_r = xs
-                        idx_r = idx
-                        break
-                    idx0 = idx
-                    idx += n - 1
-                    if idx >= n:
-                        idx -= n
+                idx_r, x_r, dx_r, ye_r, edges = _walk(vx, vy, idx_r, n - 1, y, edges, idx_r, x_r, dx_r, ye_r)
             if edges < 0:
                 break
             y_next = min(ye_l, ye_r, ymax + 1)
@@ -411,6 +367,33 @@ def fill_convex_poly(shape: tuple[int, int], vertices: np.ndarray, value: int = 
     if flat is not None:
         out.ravel()[flat] = value
     return out
+
+
+def _walk(vx, vy, idx0, step, y, edges, idx_keep, x_keep, dx_keep, ye_keep):
+    """One FillConvexPoly walker moving on from vertex ``idx0`` by ``step`` (1 forward, n - 1
+    backward) to the next edge that ends below row ``y``, spending the shared ``edges``
+    budget: (vertex index, x, dx in 16.16 fixed point, end row, edges left).  When the budget
+    runs out the walker keeps its state (the ``*_keep`` values)."""
+    n = len(vx)
+    idx = idx0 + step
+    if idx >= n:
+        idx -= n
+    while True:
+        ok = edges > 0
+        edges -= 1
+        if not ok:
+            return idx_keep, x_keep, dx_keep, ye_keep, edges
+        ty = vy[idx]
+        if ty > y:
+            xs = vx[idx0] << _XY_SHIFT
+            num = ((vx[idx] << _XY_SHIFT) - xs) * 2 + (ty - y)
+            den = 2 * (ty - y)
+            dx = num // den if num >= 0 else -((-num) // den)  # C division
+            return idx, xs, dx, ty, edges
+        idx0 = idx
+        idx += step
+        if idx >= n:
+            idx -= n
 
 
 def _fill_spans(out, value, seg_y, seg_lo, seg_hi, seg_xl, seg_dl, seg_xr, seg_dr) -> None:
