@@ -94,6 +94,9 @@ def run(out=None) -> int:
         card.verify(folder)
         say(f"  model {card.title}: SHA-256 matches its card ({card.sha256[:12]}…)")
         clf = load_classifier(folder)
+        from ctviewer.inference.runtime import describe
+
+        say(f"  runtime: {describe(card)}")
     except ModelError as exc:
         say(f"  FAIL model: {exc}")
         return 1

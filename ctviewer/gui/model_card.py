@@ -17,6 +17,8 @@ DISCLAIMER = "Research use only, not for diagnosis. A slice-level second opinion
 
 
 def card_html(card) -> str:
+    from ctviewer.inference.runtime import describe
+
     """The card as HTML: identity, validation metrics with 95 % intervals, data, limits, licence."""
     e = html.escape
     v = card.metrics.get("validation", {})
@@ -44,7 +46,8 @@ def card_html(card) -> str:
 <p>Date {e(card.date)} · architecture {e(str(card.architecture.get('trunk', '?')))}
 ({e(str(card.architecture.get('head', '')))} head), {card.preprocessing.get('size', '?')}×{card.preprocessing.get('size', '?')} input ·
 model window W{card.preprocessing.get('window_width', '?'):g} / L{card.preprocessing.get('window_center', '?'):g} ·
-decision threshold p(COVID) ≥ {card.threshold:.2f} · SHA-256 {e(card.sha256[:16])}…</p>
+decision threshold p(COVID) ≥ {card.threshold:.2f} · SHA-256 {e(card.sha256[:16])}…<br>
+Runs on {e(describe(card))}.</p>
 <h3>Validation</h3>
 <table cellpadding="4"><tr><th align="left">Metric</th><th align="left">Value</th><th align="left">95 % interval</th></tr>
 {''.join(rows)}</table>

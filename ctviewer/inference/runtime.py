@@ -36,3 +36,20 @@ def cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def describe(card) -> str:
+    """What the model runs on, for the self-test and the About box: ONNX Runtime on the CPU in
+    float32 is the one runtime that ships (issue 24: int8 and bf16 moved p(COVID) by more than
+    0.01, benchmarks/README.md), whatever instructions the CPU has."""
+    try:
+        import onnxruntime
+
+        version = f"ONNX Runtime {onnxruntime.__version__}"
+    except ImportError:  # reported properly when the model is loaded
+        version = "ONNX Runtime (not installed)"
+    stored = ""
+    for entry in card.extra.get("file_history", []):
+        if isinstance(entry, dict) and entry.get("sha256") == card.sha256 and "float32_sha256" in entry:
+            stored = ", weights stored in float16"
+    return f"{version} on the CPU, float32 arithmetic{stored}"
