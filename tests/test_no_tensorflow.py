@@ -1,5 +1,6 @@
 """The application never imports TensorFlow or Keras (issue 12): the model runs on ONNX
-Runtime.  Each check runs in a fresh interpreter, because this test process itself imports
+Runtime.  Nor OpenCV, nor the onnx package (issue 24: its image operations are NumPy, its
+PNG/JPEG decoder Pillow, and it reads the one tensor it needs itself).  Each check runs in a fresh interpreter, because this test process itself imports
 TensorFlow to build its tiny model fixtures."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "resources" / "samples"
-HEAVY = ("tensorflow", "keras", "jax", "tf2onnx", "torch")
+HEAVY = ("tensorflow", "keras", "jax", "tf2onnx", "torch", "cv2", "onnx")
 
 CHECK = """
 import atexit, json, sys
