@@ -14,7 +14,8 @@ PATIENT_NAME = "Synthetic^Patient"
 
 
 def write_ct_series(folder: Path, n: int = 12, size: int = 64, spacing: float = 2.5, seed: int = 7,
-                    window: tuple[float, float] = (40.0, 400.0), patient: str = PATIENT_NAME) -> list[float]:
+                    window: tuple[float, float] = (40.0, 400.0), patient: str = PATIENT_NAME,
+                    patient_id: str = "SYN-001") -> list[float]:
     """``n`` CT slices of one series in ``folder``: one SeriesInstanceUID, distinct
     ImagePositionPatient z, InstanceNumber and file names both shuffled (neither gives
     the anatomical order).  Returns the z positions in the order the viewer must show."""
@@ -37,7 +38,7 @@ def write_ct_series(folder: Path, n: int = 12, size: int = 64, spacing: float = 
         ds.file_meta.MediaStorageSOPInstanceUID = uid
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, uid
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.Modality, ds.PatientName, ds.PatientID = "CT", patient, "SYN-001"
+        ds.Modality, ds.PatientName, ds.PatientID = "CT", patient, patient_id
         ds.StudyDate, ds.StudyTime, ds.SeriesNumber = "20240102", "101500", 3
         ds.SeriesDescription = "Synthetic chest"
         ds.InstanceNumber = numbers[k]

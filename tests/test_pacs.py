@@ -22,15 +22,18 @@ from .orthanc import PASSWORD, USER, Orthanc, orthanc_or_skip
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory, request) -> list[Path]:
-    """Real DICOM (Lung-PET-CT-Dx, two patients) when ../shared is there, else two synthetic series."""
+    """Real DICOM (Lung-PET-CT-Dx, two patients) when ../shared is there, else two synthetic
+    patients (each its own ID; names without "^", which Orthanc's QIDO-RS matched to nothing),
+    one with a study as large as the real one (40 slices of 512 x 512), so that a retrieval is
+    still running when the server is stopped after 5 instances."""
     from tests.conftest import SHARED
 
     root = SHARED / "dicom" / "Lung-PET-CT-Dx"
     if root.is_dir():
         return sorted(root.rglob("*.dcm"))
     folder = tmp_path_factory.mktemp("synthetic")
-    write_ct_series(folder / "a", n=8, size=64, patient="Alpha^Ann")
-    write_ct_series(folder / "b", n=6, size=64, patient="Beta^Bob", seed=3)
+    write_ct_series(folder / "a", n=40, size=512, patient="Alpha", patient_id="SYN-001")
+    write_ct_series(folder / "b", n=6, size=64, patient="Beta", seed=3, patient_id="SYN-002")
     return sorted(folder.rglob("*.dcm"))
 
 
