@@ -61,7 +61,7 @@ case "$cmd" in
         work=$(mktemp -d "${TMPDIR:-/tmp}/ctviewer-fuzz.XXXXXX")
         "$VENV/bin/python" -m tests.fuzz seeds "$work/seeds" >&2
         status=0
-        for t in dicom_reader series_scanner pacs_replies; do
+        for t in dicom_reader series_scanner pacs_replies raster_pipeline; do
             mkdir -p "$work/$t"
             cp "$work/seeds/"* "$work/$t/"
             cp tests/fuzz/regressions/$t/* "$work/$t/" 2>/dev/null || true

@@ -39,6 +39,7 @@ def seeds(out: Path) -> int:
         part = b"--FUZZB\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n--FUZZB--\r\n"
         (out / f"multipart-{n:03d}").write_bytes(b"\x02" + part)
         n += 1
+    n += _raster_seeds(out, n)
     listing = [{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}, "00100010": {"vr": "PN", "Value": [{"Alphabetic": "A^B"}]},
                 "00100020": {"vr": "LO", "Value": ["PID"]}, "00080020": {"vr": "DA", "Value": ["20200101"]},
                 "00201208": {"vr": "IS", "Value": [3]}}]
@@ -47,15 +48,42 @@ def seeds(out: Path) -> int:
     return n
 
 
+def _raster_seeds(out: Path, n: int) -> int:
+    """PNG and JPEG in every mode the reader accepts (grey, 16-bit, RGB, RGBA, palette, grey +
+    alpha, CMYK JPEG), small, of a synthetic chest; written as ``raster-NNN``."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.synthetic import chest_png8
+
+    grey = chest_png8(96, 72, lesion=True)
+    images = [("PNG", Image.fromarray(grey)), ("PNG", Image.fromarray(grey.astype(np.uint16) * 257)),
+              ("PNG", Image.fromarray(np.dstack([grey] * 3))), ("PNG", Image.fromarray(np.dstack([grey] * 3 + [grey]))),
+              ("PNG", Image.fromarray(grey).convert("P")), ("PNG", Image.fromarray(np.dstack([grey, grey]), "LA")),
+              ("JPEG", Image.fromarray(grey)), ("JPEG", Image.fromarray(np.dstack([grey] * 3)).convert("CMYK"))]
+    for k, (fmt, im) in enumerate(images):
+        buf = io.BytesIO()
+        im.save(buf, format=fmt)
+        (out / f"raster-{n + k:03d}").write_bytes(buf.getvalue())
+    return len(images)
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["seeds"]:
         print(f"{seeds(Path(argv[1]))} seed inputs written to {argv[1]}")
         return 0
     import atheris
 
-    with atheris.instrument_imports(include=["ctviewer", "pydicom", "dicomweb_client", "pynetdicom"]):
+    with atheris.instrument_imports(include=["ctviewer", "pydicom", "dicomweb_client", "pynetdicom", "PIL"]):
         # imported here, not lazily by the targets: atheris instruments what is imported inside
+        import PIL.Image  # noqa: F401
+        import PIL.JpegImagePlugin  # noqa: F401
+        import PIL.PngImagePlugin  # noqa: F401
+
         import ctviewer.imaging.io  # noqa: F401
+        import ctviewer.imaging.preprocess  # noqa: F401
         import ctviewer.pacs.client  # noqa: F401
         import ctviewer.studies  # noqa: F401
         import dicomweb_client.web  # noqa: F401

@@ -4,6 +4,10 @@ refused clearly (the project's own refusals: ``ImagingError`` for a file, ``Pacs
 server, a refusal recorded in a ``GetResult``); any other exception is a finding.
 
 - ``dicom_reader``: ``imaging.io.load_slices`` on the bytes as a file (what opening a file does);
+- ``raster_pipeline``: the same, then the model's input and the gate for each slice (what
+  classifying it does), with the chest crop and with the lung-only input: since issue 24 PNG and
+  JPEG are decoded by Pillow and every image operation is the project's own NumPy code, so a
+  hostile image reaches our code, not OpenCV's; seeded with PNG/JPEG of every mode;
 - ``series_scanner``: ``studies.scan`` on a folder holding the bytes as a DICOMDIR and as a
   slice (what opening a folder does); it never raises, it lists refusals;
 - ``pacs_replies``: the first byte picks the reply: a QIDO search answer, a study listing, a
@@ -23,7 +27,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-TARGETS = ("dicom_reader", "series_scanner", "pacs_replies")
+TARGETS = ("dicom_reader", "series_scanner", "pacs_replies", "raster_pipeline")
 
 
 def dicom_reader(data: bytes) -> None:
@@ -39,6 +43,31 @@ def dicom_reader(data: bytes) -> None:
                 assert s.pixels is not None and s.pixels.ndim == 2, "a slice without a 2-D image"
         except ImagingError:
             return
+
+
+def raster_pipeline(data: bytes) -> None:
+    import numpy as np
+
+    from ctviewer.imaging.errors import ImagingError
+    from ctviewer.imaging.io import load_slices
+    from ctviewer.imaging.preprocess import PreprocessParams, model_input_and_box
+    from ctviewer.studies.batch import gated_input
+
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(d) / "slice.png"
+        path.write_bytes(data)
+        try:
+            slices = load_slices(str(path))
+        except ImagingError:
+            return
+        for s in slices[:1]:
+            for params in (PreprocessParams(), PreprocessParams(input="lungs", raster_intensity="landmarks")):
+                x, box = model_input_and_box(s, params)
+                assert x.shape == (params.size, params.size, 3) and np.isfinite(x).all(), "a bad model input"
+                x0, y0, x1, y1 = box
+                assert 0 <= x0 < x1 <= s.shape[1] and 0 <= y0 < y1 <= s.shape[0], f"crop box {box} outside {s.shape}"
+                gated_input(s, params)
 
 
 def series_scanner(data: bytes) -> None:
