@@ -55,7 +55,7 @@ def settings_dir(qapp, tmp_path, monkeypatch):
 def test_model_card_dialog_shows_metrics_intervals_limits_plots_and_the_disclaimer(qtbot):
     card = ModelCard.load(BUNDLED)
     text = card_html(card)
-    assert "Runs on ONNX Runtime" in text and "weights stored in float16" in text  # issue 24
+    assert "Runs on ONNX Runtime" in text and "float32 arithmetic" in text  # issue 24
     v = card.metrics["validation"]
     for key in ("accuracy", "roc_auc", "sensitivity", "specificity"):
         assert f"{v[key]:.3f}" in text

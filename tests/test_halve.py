@@ -59,3 +59,13 @@ def test_halve_refuses_beyond_the_budget_and_writes_nothing(tmp_path, monkeypatc
     monkeypatch.setattr(halve, "MAX_DELTA_P", -1.0)  # any change at all is too much
     assert halve.main([str(pkg), "--data", str(data)]) == 1
     assert (pkg / "model.onnx").read_bytes() == model and (pkg / "model-card.json").read_text() == card
+
+
+def test_the_runtime_description_names_float16_storage_only_for_a_halved_file(tmp_path):
+    from ctviewer.inference.card import ModelCard
+    from ctviewer.inference.runtime import describe
+
+    pkg = make_model_package(tmp_path / "pkg")
+    assert describe(ModelCard.load(pkg)).endswith("float32 arithmetic")
+    assert halve.main([str(pkg), "--data", str(_labelled(tmp_path / "src"))]) == 0
+    assert describe(ModelCard.load(pkg)).endswith("float32 arithmetic, weights stored in float16")
