@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .geometry import Box, content_box
-from .morphology import connected_components
-from .morphology import fill_holes as _fill_holes
+from .morphology import connected_components, fill_holes
 from .polygons import clahe
 from .resize import resize_area, resize_linear
 
@@ -79,11 +78,6 @@ def mask_from_probability(prob: np.ndarray, box: Box, shape: tuple[int, int]) ->
         m = keep[labels].astype(np.uint8)
     out[y0:y1, x0:x1] = fill_holes(m) > 0
     return out
-
-
-def fill_holes(m: np.ndarray) -> np.ndarray:
-    """A 0/1 uint8 mask with every region not reachable from its border filled."""
-    return _fill_holes(m)
 
 
 @dataclass(frozen=True)

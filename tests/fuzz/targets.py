@@ -30,38 +30,38 @@ from pathlib import Path
 TARGETS = ("dicom_reader", "series_scanner", "pacs_replies", "raster_pipeline")
 
 
-def dicom_reader(data: bytes) -> None:
+def _opened(data: bytes) -> list:
+    """The slices ``load_slices`` reads from the bytes as a file ([] when it refuses them)."""
     from ctviewer.imaging.errors import ImagingError
     from ctviewer.imaging.io import load_slices
 
-    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "slice.dcm"
         path.write_bytes(data)
         try:
-            for s in load_slices(str(path)):
-                assert s.pixels is not None and s.pixels.ndim == 2, "a slice without a 2-D image"
+            slices = load_slices(str(path))
         except ImagingError:
-            return
+            return []
+    for s in slices:
+        assert s.pixels is not None and s.pixels.ndim == 2, "a slice without a 2-D image"
+    return slices
+
+
+def dicom_reader(data: bytes) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _opened(data)
 
 
 def raster_pipeline(data: bytes) -> None:
     import numpy as np
 
-    from ctviewer.imaging.errors import ImagingError
-    from ctviewer.imaging.io import load_slices
     from ctviewer.imaging.preprocess import PreprocessParams, model_input_and_box
     from ctviewer.studies.batch import gated_input
 
-    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        path = Path(d) / "slice.png"
-        path.write_bytes(data)
-        try:
-            slices = load_slices(str(path))
-        except ImagingError:
-            return
-        for s in slices[:1]:
+        for s in _opened(data)[:1]:
             for params in (PreprocessParams(), PreprocessParams(input="lungs", raster_intensity="landmarks")):
                 x, box = model_input_and_box(s, params)
                 assert x.shape == (params.size, params.size, 3) and np.isfinite(x).all(), "a bad model input"
