@@ -22,6 +22,20 @@ def pytest_report_header(config):
     return f"Qt platform: {os.environ['QT_QPA_PLATFORM']}" + (f", scale factor {scale}" if scale else "")
 
 
+@pytest.fixture(autouse=True)
+def _automatic_gc_between_tests():
+    """A window turns Python's automatic garbage collector off for the application's life (the
+    GUI thread collects on a timer: ``gui.workers.collect_on_the_gui_thread``).  The suite shares
+    one QApplication, so each test gets the collector back afterwards, and the tests that do not
+    make a window (training, TensorFlow) run with it as usual."""
+    yield
+    import gc
+
+    if not gc.isenabled():
+        gc.collect()
+        gc.enable()
+
+
 @pytest.fixture(scope="session")
 def SHARED_DATA() -> Path:
     """Path of ``../shared/data``; skips the test when it is absent."""

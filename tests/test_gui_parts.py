@@ -166,3 +166,30 @@ def test_themes_change_the_palette(qtbot):
     apply_theme("light")
     light = app.palette().color(QPalette.ColorRole.Window).lightness()
     assert dark < 100 < light
+
+
+def test_the_cyclic_garbage_collector_runs_on_the_gui_thread_only(qtbot):
+    """A collection in a worker thread destroyed Qt wrappers off the GUI thread (a segfault on
+    Xvfb): with a window made, automatic collection is off and the GUI thread collects."""
+    import gc
+    import threading
+
+    from ctviewer.gui.workers import _MainThreadGC, collect_on_the_gui_thread
+
+    collect_on_the_gui_thread()
+    collect_on_the_gui_thread()  # once per application
+    app = QApplication.instance()
+    assert len(app.findChildren(_MainThreadGC)) == 1 and not gc.isenabled()
+    threads = []
+    gc.callbacks.append(lambda phase, info: threads.append(threading.current_thread()) if phase == "start" else None)
+    try:
+        junk = []
+        for _ in range(5000):  # cycles to collect
+            a = []
+            a.append(a)
+            junk.append(a)
+        del junk, a
+        qtbot.waitUntil(lambda: bool(threads), timeout=5000)
+    finally:
+        gc.callbacks.pop()
+    assert all(t is threading.main_thread() for t in threads)

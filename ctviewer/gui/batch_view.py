@@ -28,6 +28,7 @@ from ctviewer.studies import StudyResult
 from .batch_parts import COLUMNS, PLOT_EVERY_MS, RATE_WINDOW_S, BatchWorker, ExportTask, PlotCanvas, ResultsModel
 from .study_browser import StudyBrowser
 from .viewer import SliceView
+from .workers import collect_on_the_gui_thread
 
 class BatchWindow(QWidget):
     """The batch review window (top level, owned by the main window)."""
@@ -40,6 +41,7 @@ class BatchWindow(QWidget):
 
     def __init__(self, classifier=None, history=None, parent=None):
         super().__init__(parent, Qt.WindowType.Window)
+        collect_on_the_gui_thread()
         self.setWindowTitle("CT Viewer — batch review")
         self.classifier, self.history = classifier, history
         self.worker: BatchWorker | None = None

@@ -31,7 +31,7 @@ from .menus import build_menus
 from .opening import OpeningMixin
 from .panels import PredictionPanel, SeriesPanel, StudyPanel, TagPanel
 from .viewer import SliceView
-from .workers import EXPLAIN, PREDICT, InferenceThread, ModelTask
+from .workers import EXPLAIN, PREDICT, InferenceThread, ModelTask, collect_on_the_gui_thread
 
 log = logging.getLogger("ctviewer.gui")  # events and counts only: see ctviewer.logs
 HEATMAP_CACHE = 16
@@ -49,6 +49,7 @@ class MainWindow(OpeningMixin, QMainWindow):
 
     def __init__(self, history=None, model_dir: str | None = None, load_model: bool = True):
         super().__init__()
+        collect_on_the_gui_thread()
         self.setWindowTitle("CT Viewer")
         self.setAcceptDrops(True)
         self.settings = QSettings()

@@ -16,6 +16,7 @@ Rules (Qt's, and ours):
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import traceback
@@ -24,10 +25,47 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-from PySide6.QtCore import QObject, QRunnable, QThread, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThread, QTimer, Signal
 
 from ctviewer.studies.batch import Record, check_classifiable, pixel_hash
 from ctviewer.imaging import ImagingError, Series, Slice, find_series
+
+
+class _MainThreadGC(QObject):
+    """Python's cyclic garbage collector runs in whichever thread allocates when a threshold is
+    crossed; when that is a worker (reading a DICOM series, preparing a batch) and the garbage
+    holds Qt wrappers, their C++ destructors run off the GUI thread, and Qt crashes (a
+    segmentation fault seen on Xvfb, 2026-12-07, in ``OpenTask`` during a collection).  So the
+    automatic collector is off, and the GUI thread collects on a timer, by the same thresholds."""
+
+    INTERVAL_MS = 250
+
+    def __init__(self, app):
+        super().__init__(app)
+        self._threshold = gc.get_threshold()
+        gc.disable()
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.collect)
+        self._timer.start(self.INTERVAL_MS)
+
+    def collect(self) -> None:
+        c0, c1, c2 = gc.get_count()
+        t0, t1, t2 = self._threshold
+        if c2 > t2 and c1 > t1 and c0 > t0:
+            gc.collect(2)
+        elif c1 > t1 and c0 > t0:
+            gc.collect(1)
+        elif c0 > t0:
+            gc.collect(0)
+
+
+def collect_on_the_gui_thread() -> None:
+    """Install ``_MainThreadGC`` once per application and turn the automatic collector off (the
+    windows call it when they are made)."""
+    app = QCoreApplication.instance()
+    if app is not None and app.findChild(_MainThreadGC) is None:
+        _MainThreadGC(app)
+    gc.disable()
 
 
 @dataclass
