@@ -561,3 +561,36 @@ def test_cv_fold_option_is_checked(capsys):
         with pytest.raises(SystemExit):
             main(["train", "--data", "x", "--out", "y", "--cv-fold", bad])
         assert "--cv-fold" in capsys.readouterr().err
+
+
+def test_left_out_support_caps_verdicts_at_the_reliability_measured_on_unseen_sources(tmp_path):
+    """Issue 21: study verdicts are judged on pseudo-studies drawn from sources the model never
+    trained on; a model whose calls there follow the source, not the disease, gets a cap of 0.5
+    (every verdict uncertain), one whose calls follow the disease keeps its confidence."""
+    from training.compare import write_scores
+    from training.study_calibration import left_out_support, read_left_out
+
+    from ctviewer.studies import StudyCalibration
+
+    cal = StudyCalibration(prior=10.0, intercept=0.0, slope=8.0, uncertain_below=0.75)
+    rng = np.random.default_rng(1)
+    y = np.array([1] * 200 + [0] * 100)
+    informative = np.where(y == 1, rng.uniform(0.55, 1, 300), rng.uniform(0, 0.45, 300))
+    biased = rng.uniform(0.6, 1, 300)  # calls every slice COVID, whatever it shows
+    files = [f"/x/{i}.png" for i in range(300)]
+    write_scores(tmp_path / "good.csv", files, ["good"] * 300, ["g"] * 300, y, informative, informative)
+    write_scores(tmp_path / "bad.csv", files, ["bad"] * 300, ["g"] * 300, y, biased, biased)
+    good = read_left_out([("good", str(tmp_path / "good.csv"))])
+    assert good["good"][0].tolist() == y.tolist()
+    sup = left_out_support(good, cal, 0.5, draws=50)
+    assert sup["sources"]["good"]["balanced"] == 1.0 and sup["max_confidence"] == 1.0
+    both = read_left_out([("good", str(tmp_path / "good.csv")), ("bad", str(tmp_path / "bad.csv"))])
+    sup = left_out_support(both, cal, 0.5, draws=50)
+    bad = sup["sources"]["bad"]
+    assert bad["covid"] == 1.0 and bad["non_covid"] == 0.0 and bad["balanced"] == 0.5
+    assert sup["max_confidence"] == 0.5  # the worst left-out source decides
+    assert left_out_support(both, cal, 0.5, draws=50) == sup  # deterministic
+    with pytest.raises(ValueError, match="both"):
+        left_out_support({"one": (np.ones(5, int), np.ones(5))}, cal, 0.5)
+    with pytest.raises(SystemExit, match="no slice of source"):
+        read_left_out([("elsewhere", str(tmp_path / "good.csv"))])

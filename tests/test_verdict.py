@@ -405,3 +405,23 @@ def test_the_gate_asks_the_segmenter_only_when_the_threshold_does_not_admit(SHAR
     print(f"\ngate on {len(paths)} real slices: admitted by the threshold {kinds['threshold']}, "
           f"by the segmenter {kinds['segmenter']}, by neither {kinds['neither']}")
     assert kinds["threshold"] and kinds["segmenter"] and kinds["neither"]
+
+
+def test_the_bundled_model_gives_no_study_verdict_where_its_left_out_reliability_is_chance():
+    """Issue 21: 1.1.0's study verdicts were right half of the time on the sources it never trained
+    on (UCSD, MosMed: its card's ``study_verdict.left_out``), so it labels no study: even 300 of
+    300 positive slices read "uncertain", confidence 0.5, and the rule says why."""
+    from ctviewer.inference.card import ModelCard
+    from ctviewer.paths import resources_dir
+
+    card = ModelCard.load(resources_dir() / "models" / "ct-resnet50")
+    block = card.extra["study_verdict"]
+    left = block["left_out"]["sources"]
+    assert set(left) == {"ucsd", "mosmed"}
+    assert block["max_confidence"] == max(0.5, min(r["balanced"] for r in left.values()) // 0.01 / 100)
+    cal = StudyCalibration.from_card(card)
+    assert cal.max_confidence == 0.5
+    for k, n in ((300, 300), (0, 300), (20, 23)):
+        v = study_verdict(_results(k, n - k), calibration=cal)
+        assert v.label == "uncertain" and v.confidence == 0.5, v
+        assert "gives no study verdict" in v.rule and "never trained on" in v.rule

@@ -124,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--val-fraction", type=float, default=0.2)
     sc.add_argument("--block", type=int, default=25)
+    sc.add_argument("--left-out", nargs=2, action="append", default=None, metavar=("SOURCE", "SCORES"),
+                    help="scores.csv of a model that never trained on SOURCE (train --leave-out, or evaluate of this "
+                         "model on a source it did not train on): the verdict's reliability there caps its "
+                         "confidence (card: max_confidence); once per source")
     sub.add_parser("lung-seg", help="train the lung segmenter (U-Net) on expert lung masks; write its ONNX file and card",
                    add_help=False)
     args = sys.argv[1:] if argv is None else list(argv)
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "study-calibration":
         from .study_calibration import main as study_main
 
-        return study_main(a.model, a.data, a.seed, a.val_fraction, a.block, args)
+        return study_main(a.model, a.data, a.seed, a.val_fraction, a.block, args,
+                          left_out=[tuple(x) for x in a.left_out] if a.left_out else None)
     if a.cmd == "soup":
         from .soup import soup
 

@@ -111,8 +111,76 @@ def reliability(studies: list[dict], cal_for) -> dict:
     return {"bands": rows}
 
 
+#: Judged lung slices per pseudo-study drawn from a left-out source: a thick-slice chest CT has
+#: about 10-60 slices through the lungs.
+LEFT_OUT_STUDY_SIZES = (10, 30, 60)
+
+
+def left_out_support(scores: dict[str, tuple[np.ndarray, np.ndarray]], cal: StudyCalibration, threshold: float,
+                     draws: int = 500, sizes: tuple[int, ...] = LEFT_OUT_STUDY_SIZES, seed: int = 0) -> dict:
+    """How far study verdicts can be trusted at a hospital the model never trained on.
+
+    ``scores`` maps a left-out source to (labels 1 = positive class, p) of a model that never saw
+    that source (the bundled model on a source it did not train on, or a ``--leave-out`` fold).
+    For each source, class and study size ``n``, ``draws`` pseudo-studies of ``n`` slices are drawn
+    from that class's slices (with replacement) and judged with ``cal`` exactly as the app judges a
+    study.  Drawing slices independently of patient is kind to the model: in a real study the
+    slices share the patient's look and a biased model errs on all of them together, so these
+    accuracies are an upper bound.
+
+    Returns ``{"sources": {src: {"covid": acc, "non_covid": acc, "balanced": acc, "labelled": share}},
+    "max_confidence": m, ...}``: ``m`` is the lowest balanced accuracy over the sources (the chance
+    that the verdict's leaning is right at a new hospital, whatever its mix of patients), rounded
+    down to 0.01, and never under 0.5 (a coin flip). The app never shows a verdict surer than ``m``; below ``uncertain_below`` every
+    verdict is "uncertain"."""
+    rng = np.random.default_rng(seed)
+    out: dict = {"sources": {}}
+    for src in sorted(scores):
+        y, p = scores[src]
+        row: dict = {"slices": int(len(y))}
+        labelled = total = 0
+        for cls, name in ((1, "covid"), (0, "non_covid")):
+            pos = np.asarray(p)[np.asarray(y) == cls] >= threshold
+            if len(pos) == 0:
+                raise ValueError(f"left-out source {src!r} has no slice of class {name}: a verdict's "
+                                 "reliability needs both")
+            right = 0
+            for n in sizes:
+                ks = pos[rng.integers(0, len(pos), size=(draws, n))].sum(axis=1)
+                for k in ks.tolist():
+                    pc = cal.p_covid(int(k), n)
+                    right += int((pc >= 0.5) == bool(cls))
+                    labelled += int(max(pc, 1 - pc) >= cal.uncertain_below)
+                    total += 1
+            row[name] = round(right / (draws * len(sizes)), 3)
+        row["balanced"] = round((row["covid"] + row["non_covid"]) / 2, 3)
+        row["labelled"] = round(labelled / total, 3)
+        out["sources"][src] = row
+    lowest = min(r["balanced"] for r in out["sources"].values())
+    out["max_confidence"] = max(0.5, float(np.floor(lowest * 100) / 100))  # 0.5: a coin flip, no lower
+    out["method"] = (f"{draws} pseudo-studies per class, source and size ({', '.join(map(str, sizes))} judged "
+                     "slices) drawn from each left-out source's slices and judged with this calibration; "
+                     "max_confidence = the lowest balanced accuracy of the verdict's leaning over the left-out "
+                     "sources (slices drawn independently of patient: an upper bound)")
+    return out
+
+
+def read_left_out(pairs: list[tuple[str, str]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``--left-out SOURCE SCORES``: the rows of a ``scores.csv`` (``train``/``evaluate``) whose source is
+    SOURCE, as (labels, calibrated p)."""
+    from .compare import read_scores
+
+    out = {}
+    for source, path in pairs:
+        rows = [r for r in read_scores(path).values() if r["source"] == source]
+        if not rows:
+            raise SystemExit(f"error: {path}: no slice of source {source!r}")
+        out[source] = (np.array([r["label"] for r in rows]), np.array([r["p"] for r in rows]))
+    return out
+
+
 def calibrate(model_dir: str, data: list[str], seed: int = 0, val_fraction: float = 0.2, block: int = 25,
-              command: str | None = None) -> dict:
+              command: str | None = None, left_out: dict | None = None) -> dict:
     from .augment import SliceBatches
     from .dataset import decode_all, discover, source_split
 
@@ -146,15 +214,24 @@ def calibrate(model_dir: str, data: list[str], seed: int = 0, val_fraction: floa
         block_out["reliability"][f"{src}, in-sample"] = reliability(mine, lambda s: cal)
         if src in held:
             block_out["reliability"][f"{src}, curve fitted without it"] = reliability(mine, lambda s, c=held[src]: c)
+    if left_out:
+        support = left_out_support(left_out, cal, card.threshold, seed=seed)
+        block_out["left_out"] = support
+        block_out["max_confidence"] = support["max_confidence"]
     card.extra["study_verdict"] = block_out
     card.save(model_dir)
     return block_out
 
 
-def main(model_dir: str, data: list[str], seed: int, val_fraction: float, block: int, argv: list[str]) -> int:
+def main(model_dir: str, data: list[str], seed: int, val_fraction: float, block: int, argv: list[str],
+         left_out: list[tuple[str, str]] | None = None) -> int:
     out = calibrate(model_dir, data, seed, val_fraction, block,
-                    command=shlex.join(["python", "-m", "training", *argv]))
-    print(json.dumps({k: v for k, v in out.items() if k != "reliability"}, indent=1))
+                    command=shlex.join(["python", "-m", "training", *argv]),
+                    left_out=read_left_out(left_out) if left_out else None)
+    print(json.dumps({k: v for k, v in out.items() if k not in ("reliability", "left_out")}, indent=1))
+    for src, r in (out.get("left_out") or {}).get("sources", {}).items():
+        print(f"left out {src:14s} verdict right: COVID studies {r['covid']:.3f}, non-COVID {r['non_covid']:.3f}, "
+              f"balanced {r['balanced']:.3f}; labelled {r['labelled']:.3f}")
     for name, rel in out["reliability"].items():
         cells = ", ".join(f"{r['confidence']}: {r['right']}/{r['studies']}" for r in rel["bands"])
         print(f"{name:40s} {cells}")

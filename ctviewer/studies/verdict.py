@@ -81,8 +81,10 @@ SCOUT_ASPECT: float = 1.6
 MAX_CONFIDENCE: float = 0.99
 #: Without a measurement on sources the model never trained on (``max_confidence`` in the card's
 #: ``study_verdict``, written only from leave-one-source-out reliability), no verdict is shown as
-#: surer than this (issue 21): in-sample reliability says nothing about a new hospital, where
-#: 1.1.0 is at chance.
+#: surer than this (issue 21): in-sample reliability says nothing about a new hospital.  1.1.0's card
+#: carries the measurement (``python -m training study-calibration --left-out ...``): its verdicts
+#: were right half of the time on sources it never trained on, so its cap is 0.5 and every verdict
+#: it gives is "uncertain".
 UNMEASURED_MAX_CONFIDENCE: float = 0.9
 _PARAMS = PreprocessParams()
 LUNG_WINDOW = (_PARAMS.window_center, _PARAMS.window_width)  # the window lung_fraction reads
@@ -326,7 +328,16 @@ def study_verdict(results: Sequence[SliceResult], threshold: float = 0.5,
     label = leaning if confidence >= cal.uncertain_below else "uncertain"
     why = (f"{n_pos} of {n} lung slices ({score:.0%}) have p(COVID) >= {threshold:.2f}, "
            f"which gives P(COVID study) = {p:.2f} (study calibration: {cal.fitted_on or 'unnamed'})")
-    if raw > confidence and confidence == cal.max_confidence:
+    capped = raw > confidence and confidence == cal.max_confidence
+    if capped and cal.max_confidence < cal.uncertain_below:
+        # the card's left-out measurement: at hospitals it never trained on, this model's study
+        # verdicts were right about as often as a coin: it gives none (issue 21)
+        rule = (f"Uncertain, leaning {leaning}: {why}. This model gives no study verdict: at hospitals it never "
+                f"trained on its study verdicts were right no more often than {cal.max_confidence:.0%} of the time "
+                f"(confidence capped at {cal.max_confidence:.2f}, under the {cal.uncertain_below:.2f} needed for a "
+                f"label); {left_out}.")
+        return Verdict(label, round(confidence, 4), score, n, n_pos, n_excluded, n_refused, rule)
+    if capped:
         why += (f"; confidence capped at {cal.max_confidence:.2f}, what this model's reliability on "
                 "hospitals it never trained on supports")
     rule = (f"Uncertain, leaning {leaning}: {why}, under the {cal.uncertain_below:.2f} needed for a label; {left_out}."
