@@ -767,6 +767,14 @@ def test_bundled_model_calls_the_covid_sample_covid_and_explains_it(qtbot, windo
     assert w.viewer._show_overlay
     (entry,) = w.history.entries()
     assert entry.label == "COVID" and entry.path == str(COVID_PNG)
+    # issue 21: the panel says how the model did at hospitals it never trained on (1.1.0: at chance)
+    assert "At hospitals it never trained on: AUC 0.58 (ucsd), 0.48 (mosmed). At chance" in \
+        w.prediction_panel.model.text()
+    # ... and its study verdicts were right half of the time there: it labels no study
+    qtbot.waitUntil(lambda: w.study_verdict is not None, timeout=WAIT_MS)
+    assert w.study_verdict.label == "uncertain" and w.study_verdict.confidence == 0.5
+    assert "uncertain, confidence 50%" in w.study_panel.title.text()
+    assert "gives no study verdict" in w.study_panel.rule.text()
 
 
 def test_study_panel_covers_every_series_of_the_study(qtbot, windows, SHARED_DATA):

@@ -201,3 +201,19 @@ def test_wrong_input_shape_is_refused(classifier):
 def test_labels_follow_the_cards_threshold(classifier):
     assert classifier.label_for(0.7) == "COVID"
     assert classifier.label_for(0.2) == "non-COVID"
+
+
+def test_card_transfer_note_names_the_auc_at_hospitals_never_trained_on():
+    """Issue 21: the window says how the model did where it never trained (the card's
+    leave-one-source-out metrics), and says so plainly when that is chance."""
+    from ctviewer.inference.card import ModelCard
+
+    card = ModelCard.from_dict({"name": "m", "version": "1", "architecture": {}, "preprocessing": {},
+                                "classes": ["COVID", "non-COVID"], "weights_file": "model.onnx", "sha256": "0"})
+    assert card.unseen_sources() == {} and card.transfer_note() == "Not measured at hospitals it never trained on."
+    card.metrics = {"leave_one_source_out": {"ucsd": {"roc_auc": 0.58}, "mosmed": {"roc_auc": 0.479},
+                                             "broken": "n/a"}}
+    assert card.unseen_sources() == {"ucsd": 0.58, "mosmed": 0.479}
+    assert card.transfer_note() == "At hospitals it never trained on: AUC 0.58 (ucsd), 0.48 (mosmed). At chance there (0.5)."
+    card.metrics["leave_one_source_out"]["ucsd"]["roc_auc"] = 0.83
+    assert "At chance" not in card.transfer_note()

@@ -63,6 +63,7 @@ class MainWindow(OpeningMixin, QMainWindow):
         self.reasons: list[list[str]] = []  # per series, per slice: the gate's reason, "" = judged
         self.fractions: dict = {}  # Slice -> lung fraction
         self.refusals: dict[str, str] = {}
+        self.study_verdict = None  # the open study's verdict (a Verdict) once one was computed
         self.heatmaps: OrderedDict[str, object] = OrderedDict()
         self.heatmap_errors: dict[str, str] = {}
         self.preset = self.settings.value("view/preset", "lung")
@@ -184,7 +185,7 @@ class MainWindow(OpeningMixin, QMainWindow):
         self.classifier = clf
         log.info("model %s ready in %.1f s", clf.card.title, seconds)
         self.model_label.setText(f"Model {clf.card.title} ready ({seconds:.1f} s)")
-        self.prediction_panel.set_model(clf.card.title, clf.card.threshold)
+        self.prediction_panel.set_model(clf.card.title, clf.card.threshold, transfer=clf.card.transfer_note())
         self.worker.set_classifier(clf)
         self.modelReady.emit()
         self._request_current()

@@ -219,14 +219,18 @@ class PredictionPanel(QWidget):
         lay.addStretch(1)
         self.clear("No slice")
 
-    def set_model(self, title: str | None, threshold: float | None = None, error: str = "") -> None:
+    def set_model(self, title: str | None, threshold: float | None = None, error: str = "",
+                  transfer: str = "") -> None:
+        """``transfer``: the card's ``transfer_note()``, how the model did at hospitals it never trained
+        on: the confidence above is calibrated where it trained, and a user elsewhere must know."""
         self._threshold = threshold
         if error:
             self.model.setText(f"Model unavailable: {error}")
         elif title is None:
             self.model.setText("Model: loading…")
         else:
-            self.model.setText(f"Model: {title}\nDecision threshold: p(COVID) ≥ {threshold:.2f}")
+            self.model.setText(f"Model: {title}\nDecision threshold: p(COVID) ≥ {threshold:.2f}"
+                               + (f"\n{transfer}" if transfer else ""))
         self.about.setEnabled(title is not None)
 
     def set_where(self, text: str) -> None:

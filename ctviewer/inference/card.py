@@ -54,6 +54,27 @@ class ModelCard:
     def title(self) -> str:
         return f"{self.name} {self.version}"
 
+    def unseen_sources(self) -> dict[str, float]:
+        """ROC AUC per source the model never trained on (``metrics.leave_one_source_out``; a card
+        of a model trained on every source names its leave-one-source-out folds there): what a
+        user at another hospital can expect.  Empty when the card has no such measurement."""
+        out = {}
+        loso = (self.metrics or {}).get("leave_one_source_out")
+        for source, m in (loso.items() if isinstance(loso, dict) else ()):
+            auc = m.get("roc_auc") if isinstance(m, dict) else None
+            if isinstance(auc, (int, float)):
+                out[str(source)] = float(auc)
+        return out
+
+    def transfer_note(self) -> str:
+        """One line for the window: the AUC at hospitals the model never trained on."""
+        unseen = self.unseen_sources()
+        if not unseen:
+            return "Not measured at hospitals it never trained on."
+        aucs = ", ".join(f"{auc:.2f} ({src})" for src, auc in unseen.items())
+        verdict = " At chance there (0.5)." if max(unseen.values()) < 0.65 else ""
+        return f"At hospitals it never trained on: AUC {aucs}.{verdict}"
+
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         extra = d.pop("extra")
