@@ -425,3 +425,31 @@ def test_the_bundled_model_gives_no_study_verdict_where_its_left_out_reliability
         v = study_verdict(_results(k, n - k), calibration=cal)
         assert v.label == "uncertain" and v.confidence == 0.5, v
         assert "gives no study verdict" in v.rule and "never trained on" in v.rule
+
+
+def test_the_model_input_shares_its_segmentation_with_the_gate_exactly_when_both_read_the_same_image(SHARED_DATA):
+    """Issue 24: a model that reads stored PNG grey levels (1.1.0, raster_intensity "none") sees a
+    DICOM slice exactly as the gate does (Hounsfield units in the same window), so the batch engines
+    segment it once; a PNG it sees otherwise, and the gate segments its own.  Fractions and reasons
+    are those of the gate alone on real slices of every kind."""
+    from dataclasses import replace
+
+    from ctviewer.imaging.preprocess import PreprocessParams, display8
+    from ctviewer.studies.batch import gated_input
+    from ctviewer.studies.verdict import gate_reason, reads_like_the_gate
+
+    dicom = sorted(glob.glob(str(SHARED_DATA / "dicom" / "Lung-PET-CT-Dx" / "*" / "*" / "*" / "*.dcm")))[::4]
+    pngs = sorted(glob.glob(str(SHARED_DATA / "sarscov2-dev" / "*" / "*.png")))[::200]
+    assert len(dicom) >= 10 and len(pngs) >= 8
+    gate = PreprocessParams()
+    stored = replace(gate, raster_intensity="none")
+    other_window = replace(gate, window_center=-500.0)
+    for path in dicom + pngs:
+        (s,) = load_slices(path)
+        assert reads_like_the_gate(s, gate)
+        assert reads_like_the_gate(s, stored) == s.is_hu == np.array_equal(display8(s, stored), display8(s, gate))
+        assert not reads_like_the_gate(s, other_window)
+        alone = lung_fraction(s)
+        for params in (gate, stored, other_window):
+            _, reason, fraction = gated_input(s, params, always=True)
+            assert fraction == alone and reason == gate_reason(s, alone), (path, params)

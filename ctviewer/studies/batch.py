@@ -82,12 +82,11 @@ def gated_input(s, params: PreprocessParams, always: bool = False) -> tuple[np.n
     so that ``verdict.series_gate`` may admit one between lung slices; it shows no score for
     the others."""
     from ctviewer.imaging.preprocess import display8, input_from_display, segment_chest
-    from .verdict import LUNG_PARAMS, gate_reason, lung_fraction
+    from .verdict import gate_reason, lung_fraction, reads_like_the_gate
 
     img8 = display8(s, params)
     seg = segment_chest(img8)
-    same = (params.window_center, params.window_width, params.raster_intensity) == LUNG_PARAMS
-    fraction = lung_fraction(s, seg=seg) if same else lung_fraction(s)
+    fraction = lung_fraction(s, seg=seg) if reads_like_the_gate(s, params) else lung_fraction(s)
     reason = gate_reason(s, fraction)
     return (None if reason and not always else input_from_display(img8, params, seg)[0]), reason, fraction
 

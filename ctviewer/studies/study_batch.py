@@ -131,9 +131,8 @@ def slice_position(s) -> float | None:
 
 
 def _prepare(path: str, series_uid: str, params: PreprocessParams) -> _Prepared:
-    from .verdict import LUNG_PARAMS, gate_reason, lung_fraction
+    from .verdict import gate_reason, lung_fraction, reads_like_the_gate
 
-    same_window = (params.window_center, params.window_width, params.raster_intensity) == LUNG_PARAMS
     try:
         slices = load_slices(path)
         check_classifiable(slices)
@@ -142,7 +141,7 @@ def _prepare(path: str, series_uid: str, params: PreprocessParams) -> _Prepared:
             img8 = display8(s, params)  # once: the model input and the lung detection share it
             seg = segment_chest(img8)  # and the segmentation, when lung detection reads the same window
             x, _ = input_from_display(img8, params, seg)
-            fraction = float(lung_fraction(s, seg=seg) if same_window else lung_fraction(s))
+            fraction = float(lung_fraction(s, seg=seg) if reads_like_the_gate(s, params) else lung_fraction(s))
             items.append(_Item(
                 frame=s.frame,
                 sop_instance_uid=s.sop_instance_uid or "",

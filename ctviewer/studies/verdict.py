@@ -91,6 +91,17 @@ LUNG_WINDOW = (_PARAMS.window_center, _PARAMS.window_width)  # the window lung_f
 LUNG_PARAMS = (*LUNG_WINDOW, _PARAMS.raster_intensity)  # ... and how it reads 8-bit slices
 
 
+def reads_like_the_gate(s: Slice, params: PreprocessParams) -> bool:
+    """True when ``display8(s, params)`` is the image the gate reads (``display8(s, PreprocessParams())``),
+    so that the model input's ``segment_chest`` can serve ``lung_fraction`` too.  The window must be
+    the gate's; ``raster_intensity`` matters only for 8-bit slices (a DICOM slice's Hounsfield units
+    are windowed alike whatever it says): a model reading stored PNG grey levels (1.1.0) still shares
+    the segmentation of every DICOM slice."""
+    if (params.window_center, params.window_width) != LUNG_WINDOW:
+        return False
+    return bool(s.is_hu) or params.raster_intensity == _PARAMS.raster_intensity
+
+
 #: Lung (aerated or ground glass) is darker than this in the lung window W1500/L-600:
 #: -250 HU.  Ground glass is -700..-300 HU, fat about -100, soft tissue 20..60.
 LUNG_LEVEL: int = 187
