@@ -62,6 +62,7 @@ def test_model_card_dialog_shows_metrics_intervals_limits_plots_and_the_disclaim
         lo, hi = v["ci95"][key]
         assert f"{lo:.3f} – {hi:.3f}" in text
     assert DISCLAIMER in text
+    assert "At hospitals it never trained on: AUC 0.58 (ucsd), 0.48 (mosmed)" in text  # issue 21
     assert card.version in text and card.sha256[:16] in text
     assert all(limit.split(",")[0] in text for limit in card.limitations)
     dialog = ModelCardDialog(card, BUNDLED)

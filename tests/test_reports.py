@@ -184,7 +184,8 @@ def test_pdf_pages_and_content(tmp_path, real, card):
     for expected in (real.patient.name, real.patient.patient_id, "Verdict: COVID", "dence 83%", "another model",
                      "not judged (no lung, not axial)", "threshold 0.5", "slice position (mm)", "Most suspicious slices",
                      SAMPLE.name, "Model card summary", card.title, card.sha256[:16], "95% CI",
-                     "Known limits", "CC BY-NC-SA 4.0", "CT Viewer 9.8.7", "page 3/3"):
+                     "Known limits", "CC BY-NC-SA 4.0", "CT Viewer 9.8.7", "page 3/3",
+                     "At hospitals it never trained on: AUC 0.58 (ucsd), 0.48 (mosmed)"):
         assert expected in text, expected
     assert text.count("Research use only") >= 4  # footer on every page + the card page
     assert re.search(r"created \d{4}-\d\d-\d\d \d\d:\d\d UTC", text)

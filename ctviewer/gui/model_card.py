@@ -52,6 +52,7 @@ Runs on {e(describe(card))}.</p>
 <table cellpadding="4"><tr><th align="left">Metric</th><th align="left">Value</th><th align="left">95 % interval</th></tr>
 {''.join(rows)}</table>
 {split}{ece}
+<p><b>{e(card.transfer_note())}</b></p>
 <h3>Training</h3>
 <p>Recipe {e(str(training.get('recipe', '?')))}, {e(str(training.get('epochs_run', '?')))} epochs,
 ImageNet weights: {e(str(training.get('imagenet_weights', '?')))}.</p>

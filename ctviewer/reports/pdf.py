@@ -232,6 +232,7 @@ def _page_card(card: ModelCard) -> Figure:
             lines.append(f"    {name}: {val[key]:.3f}{interval}")
     if not val:
         lines.append("    no validation metrics in the card")
+    lines += ["", card.transfer_note()]  # what a reader at another hospital can expect (issue 21)
     lines += ["", "Known limits:"]
     for item in card.limitations or ["none stated"]:
         wrapped = textwrap.wrap(item, 92)
