@@ -88,7 +88,6 @@ MAX_CONFIDENCE: float = 0.99
 UNMEASURED_MAX_CONFIDENCE: float = 0.9
 _PARAMS = PreprocessParams()
 LUNG_WINDOW = (_PARAMS.window_center, _PARAMS.window_width)  # the window lung_fraction reads
-LUNG_PARAMS = (*LUNG_WINDOW, _PARAMS.raster_intensity)  # ... and how it reads 8-bit slices
 
 
 def reads_like_the_gate(s: Slice, params: PreprocessParams) -> bool:
