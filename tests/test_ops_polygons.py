@@ -198,71 +198,12 @@ def test_fill_rejects_no_vertices():
 
 # ----------------------------------------------------------------------------- fill: vectorised vs the per-edge reference
 
-_XY_SHIFT = 16
-_XY_ONE = 1 << _XY_SHIFT
-
-
-def _ref_trunc_div(a: int, b: int) -> int:
-    """C integer division (truncates toward zero)."""
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
-def _ref_clip_line(w: int, h: int, x1: int, y1: int, x2: int, y2: int):
-    """OpenCV's ``clipLine`` (reference)."""
-    if w <= 0 or h <= 0:
-        return None
-    right, bottom = w - 1, h - 1
-    c1 = (x1 < 0) + (x1 > right) * 2 + (y1 < 0) * 4 + (y1 > bottom) * 8
-    c2 = (x2 < 0) + (x2 > right) * 2 + (y2 < 0) * 4 + (y2 > bottom) * 8
-    if (c1 & c2) == 0 and (c1 | c2) != 0:
-        if c1 & 12:
-            a = 0 if c1 < 8 else bottom
-            x1 += int(float(a - y1) * (x2 - x1) / (y2 - y1))
-            y1 = a
-            c1 = (x1 < 0) + (x1 > right) * 2
-        if c2 & 12:
-            a = 0 if c2 < 8 else bottom
-            x2 += int(float(a - y2) * (x2 - x1) / (y2 - y1))
-            y2 = a
-            c2 = (x2 < 0) + (x2 > right) * 2
-        if (c1 & c2) == 0 and (c1 | c2) != 0:
-            if c1:
-                a = 0 if c1 == 1 else right
-                y1 += int(float(a - x1) * (y2 - y1) / (x2 - x1))
-                x1 = a
-                c1 = 0
-            if c2:
-                a = 0 if c2 == 1 else right
-                y2 += int(float(a - x2) * (y2 - y1) / (x2 - x1))
-                x2 = a
-                c2 = 0
-    if c1 | c2:
-        return None
-    return x1, y1, x2, y2
-
-
-def _ref_line8(w: int, h: int, x1: int, y1: int, x2: int, y2: int):
-    """OpenCV's LINE_8 ``Line`` of one edge, clipped (reference)."""
-    if not (0 <= x1 < w and 0 <= x2 < w and 0 <= y1 < h and 0 <= y2 < h):
-        c = _ref_clip_line(w, h, x1, y1, x2, y2)
-        if c is None:
-            return None
-        x1, y1, x2, y2 = c
-    dx, dy = x2 - x1, y2 - y1
-    if dx < 0:  # left_to_right
-        dx, dy = -dx, -dy
-        x1, y1 = x2, y2
-    sy = -1 if dy < 0 else 1
-    dy = abs(dy)
-    vert = dy > dx
-    if vert:
-        dx, dy = dy, dx
-    k = np.arange(dx + 1, dtype=np.int64)
-    m = -((dx - 2 * dy * k) // (2 * dx)) if dx > 0 else np.zeros(1, np.int64)
-    if vert:
-        return x1 + m, y1 + sy * k
-    return x1 + k, y1 + sy * m
+# The per-edge reference shares the module's line helpers (C division, clipLine, the LINE_8 walk),
+# which the vectorisation did not change and the cv2 comparisons above pin; what it keeps of its
+# own is the per-edge scan that the vectorised spans and outline replaced.
+from ctviewer.imaging.polygons import _XY_ONE, _XY_SHIFT  # noqa: E402
+from ctviewer.imaging.polygons import _line8 as _ref_line8  # noqa: E402
+from ctviewer.imaging.polygons import _trunc_div as _ref_trunc_div  # noqa: E402
 
 
 def ref_fill_convex_poly(shape: tuple[int, int], vertices: np.ndarray, value: int = 1) -> np.ndarray:
