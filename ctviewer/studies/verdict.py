@@ -346,10 +346,10 @@ def study_verdict(results: Sequence[SliceResult], threshold: float = 0.5,
                 f"trained on its study verdicts were right no more often than {cal.max_confidence:.0%} of the time "
                 f"(confidence capped at {cal.max_confidence:.2f}, under the {cal.uncertain_below:.2f} needed for a "
                 f"label); {left_out}.")
-        return Verdict(label, round(confidence, 4), score, n, n_pos, n_excluded, n_refused, rule)
-    if capped:
-        why += (f"; confidence capped at {cal.max_confidence:.2f}, what this model's reliability on "
-                "hospitals it never trained on supports")
-    rule = (f"Uncertain, leaning {leaning}: {why}, under the {cal.uncertain_below:.2f} needed for a label; {left_out}."
-            if label == "uncertain" else f"{label} because {why}; {left_out}.")
+    else:
+        if capped:
+            why += (f"; confidence capped at {cal.max_confidence:.2f}, what this model's reliability on "
+                    "hospitals it never trained on supports")
+        rule = (f"Uncertain, leaning {leaning}: {why}, under the {cal.uncertain_below:.2f} needed for a label; "
+                f"{left_out}." if label == "uncertain" else f"{label} because {why}; {left_out}.")
     return Verdict(label, round(confidence, 4), score, n, n_pos, n_excluded, n_refused, rule)
